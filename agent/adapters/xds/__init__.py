@@ -1,0 +1,1 @@
+"""Envoy's xDS control plane: snapshot builder, per-stream protocol state, snapshot cache, gRPC servicer."""

@@ -1,0 +1,254 @@
+"""`rollback-agent`: run the sidecar, or talk to a running one through its control API.
+
+Exit codes: 0 done; 1 the agent refused or could not complete the operation; 2 bad usage or configuration;
+3 the agent could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agent import __version__
+from agent.config import AgentConfig, ConfigError, load_config
+from agent.envoy_bootstrap import render_bootstrap
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rollback-agent",
+        description="Sidecar that puts model traffic back on the last verified-stable version when a new one degrades.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the sidecar (xDS control plane, health, metrics, control API)")
+    run.add_argument("--config", "-c", type=Path, required=True, help="agent config file (YAML)")
+    run.add_argument("--dry-run", action="store_true", help="decide and record, but move no traffic (no xDS)")
+    run.add_argument("--log-level", default=os.environ.get("ROLLBACK_AGENT_LOG_LEVEL", "INFO"))
+
+    check = sub.add_parser("check-config", help="validate an agent config file and exit")
+    check.add_argument("config", type=Path)
+
+    boot = sub.add_parser("bootstrap", help="print the Envoy bootstrap (YAML) that connects Envoy to this agent")
+    boot.add_argument("--config", "-c", type=Path, required=True)
+    boot.add_argument("--node-id", default=None, help="Envoy node id (default: MODEL-sidecar, or $HOSTNAME)")
+    boot.add_argument("--xds-host", default=None, help="address Envoy dials for xDS (default: the xds.address)")
+
+    def client(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--config", "-c", type=Path, help="agent config file: where the control API listens")
+        p.add_argument("--url", help="control API base URL (default: from --config, else http://127.0.0.1:9091)")
+        p.add_argument("--token-file", type=Path, help="bearer token file (default: from config, else $ROLLBACK_AGENT_TOKEN)")
+        p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the agent")
+        p.add_argument("--json", action="store_true", help="print the response as JSON (the proto JSON mapping)")
+        return p
+
+    client("status", "show versions, weights, and what each Envoy ACKed")
+    sw = client("set-weights", "set the traffic split, e.g. set-weights v1=90 v2=10")
+    sw.add_argument("weights", nargs="+", metavar="VERSION=WEIGHT")
+    sw.add_argument("--reason", default="set by operator")
+    rb = client("rollback", "send all traffic to the stable version (or --to VERSION)")
+    rb.add_argument("--to", dest="to_version", default="", help="the version to roll back to (default: stable)")
+    rb.add_argument("--reason", required=True)
+    for name, text in (("pause", "pause automatic rollback for this model"), ("resume", "resume automatic rollback")):
+        p = client(name, text)
+        p.add_argument("--reason", default="")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "check-config":
+            config = load_config(args.config)
+            print(f"{args.config}: ok (model {config.model.name}, {len(config.versions)} versions)")
+            return EXIT_OK
+        if args.command == "bootstrap":
+            return _bootstrap(args)
+        return _client(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _run(args: argparse.Namespace) -> int:
+    from agent.runtime import StartupError, run_agent
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    config = load_config(args.config)
+    try:
+        return asyncio.run(run_agent(config, dry_run=args.dry_run))
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _bootstrap(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    node_id = args.node_id or os.environ.get("HOSTNAME") or f"{config.model.name}-sidecar"
+    bootstrap = render_bootstrap(
+        node_id=node_id,
+        node_cluster=config.model.name,
+        xds_host=args.xds_host or config.xds.address,
+        xds_port=config.xds.port,
+        admin_host=config.envoy.admin.address,
+        admin_port=config.envoy.admin.port,
+    )
+    print(yaml.safe_dump(bootstrap, sort_keys=False), end="")
+    return EXIT_OK
+
+
+class ControlClient:
+    def __init__(self, base_url: str, token: str, timeout_s: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout_s = timeout_s
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.base_url + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            payload = exc.read()
+            try:
+                return exc.code, json.loads(payload)
+            except ValueError:
+                return exc.code, {"code": "http_error", "message": payload.decode(errors="replace")}
+
+
+def _client_settings(args: argparse.Namespace) -> tuple[str, str]:
+    config: AgentConfig | None = load_config(args.config) if args.config else None
+    url = args.url
+    if url is None:
+        listen = config.control.listen if config else None
+        url = f"http://{listen.address}:{listen.port}" if listen else "http://127.0.0.1:9091"
+    token_file = args.token_file or (config.control.token_file if config else None)
+    env_name = config.control.token_env if config else "ROLLBACK_AGENT_TOKEN"
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{token_file}: cannot read the token: {exc.strerror}") from None
+    else:
+        token = os.environ.get(env_name, "").strip()
+    if not token:
+        raise ConfigError(f"no control API token: pass --token-file or set {env_name}")
+    return url, token
+
+
+def _parse_weights(items: Sequence[str]) -> list[dict[str, Any]]:
+    weights = []
+    for item in items:
+        version, sep, value = item.partition("=")
+        if not sep or not version or not value.isdigit():
+            raise ConfigError(f"weight {item!r} must look like VERSION=WEIGHT, e.g. v1=90")
+        weights.append({"version": version, "weight": int(value)})
+    return weights
+
+
+def _client(args: argparse.Namespace) -> int:
+    url, token = _client_settings(args)
+    client = ControlClient(url, token, args.timeout)
+    calls: dict[str, tuple[str, str, dict[str, Any] | None]] = {
+        "status": ("GET", "/v1/status", None),
+        "set-weights": ("POST", "/v1/traffic", {"weights": _parse_weights(getattr(args, "weights", []) or []),
+                                                 "reason": getattr(args, "reason", "")}),
+        "rollback": ("POST", "/v1/rollback", {"to_version": getattr(args, "to_version", ""),
+                                              "reason": getattr(args, "reason", "")}),
+        "pause": ("POST", "/v1/pause", {"reason": getattr(args, "reason", "")}),
+        "resume": ("POST", "/v1/resume", {"reason": getattr(args, "reason", "")}),
+    }
+    method, path, body = calls[args.command]
+    try:
+        status, payload = client.call(method, path, body)
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        print(f"error: cannot reach the agent at {url}: {reason}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    if status >= 400:
+        print(f"error ({status} {payload.get('code', '')}): {payload.get('message', payload)}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(payload, indent=2))
+    elif args.command in ("status", "pause", "resume"):
+        print(format_status(payload))
+    else:
+        print(format_change(payload))
+    return EXIT_OK
+
+
+def _weights_text(policy: dict[str, Any]) -> str:
+    return " ".join(f"{w.get('version')}={w.get('weight', 0)}" for w in policy.get("weights", []))
+
+
+def format_change(payload: dict[str, Any]) -> str:
+    policy = payload.get("policy", {})
+    acks = payload.get("acks", [])
+    verb = "moved" if payload.get("changed") else "unchanged (already served)"
+    nodes = ", ".join(a.get("node_id", "?") for a in acks) or "none"
+    return (
+        f"traffic {verb}: {_weights_text(policy)} (revision {policy.get('revision', '?')})\n"
+        f"route version {payload.get('route_version', '')} ACKed by {nodes} in "
+        f"{float(payload.get('decision_to_ack_ms', 0.0)):.1f} ms"
+    )
+
+
+def format_status(s: dict[str, Any]) -> str:
+    lines = [
+        f"model {s.get('model')} (tier {s.get('tier')})  ready: {'yes' if s.get('ready') else 'NO'}"
+        f"  automation: {'PAUSED (' + s.get('pause_reason', '') + ')' if s.get('paused') else 'on'}",
+        f"desired revision {s.get('desired', {}).get('revision', '?')} by {s.get('desired', {}).get('actor', '?')}: "
+        f"{s.get('desired', {}).get('reason', '')}",
+        "",
+        f"{'VERSION':<14}{'ROLE':<11}{'DESIRED':>8}{'SERVED':>8}  ENDPOINT",
+    ]
+    for v in s.get("versions", []):
+        lines.append(
+            f"{v.get('version', ''):<14}{v.get('role', ''):<11}{v.get('desired_weight', 0):>8}"
+            f"{v.get('served_weight', 0):>8}  {v.get('endpoint', '')}"
+        )
+    envoys = s.get("envoys", [])
+    lines.append("")
+    lines.append(f"route version {s.get('route_version', '')}; {len(envoys)} Envoy(s) connected")
+    for e in envoys:
+        acked = {t.get("type_url", "").rsplit(".", 1)[-1]: t for t in e.get("types", [])}
+        route = acked.get("RouteConfiguration", {})
+        lines.append(
+            f"  {e.get('node_id') or e.get('stream_id')}: {'in sync' if e.get('in_sync') else 'NOT in sync'}; "
+            f"route ACKed {route.get('acked_version', '-')} at {route.get('acked_at', '-')}"
+        )
+    for n in s.get("recent_nacks", [])[-5:]:
+        lines.append(
+            f"  NACK from {n.get('node_id')} at {n.get('at')}: {n.get('type_url', '').rsplit('.', 1)[-1]} "
+            f"{n.get('rejected_version')} rejected, serving {n.get('serving_version') or '-'}: {n.get('error')}"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""The agent's configuration file (agent.yaml): pydantic models, validated at load.
+
+Every error names the file and the dotted path of the bad field, e.g.
+`agent.yaml: versions.1.endpoint: endpoint must be IP:PORT, got 'localhost'`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+VERSION_TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+
+
+class ConfigError(Exception):
+    """A configuration file could not be loaded; the message names the file and every bad field."""
+
+
+def _ip_literal(value: str) -> str:
+    ipaddress.ip_address(value)
+    return value
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"endpoint must be IP:PORT, got {value!r}")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        raise ValueError(f"endpoint must be IP:PORT (an IP literal, not a host name), got {value!r}") from None
+    return value
+
+
+IPLiteral = Annotated[str, AfterValidator(_ip_literal)]
+HostPort = Annotated[str, AfterValidator(_host_port)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ListenAddress(_Strict):
+    address: IPLiteral = "127.0.0.1"
+    port: Port
+
+
+class ModelSection(_Strict):
+    name: Annotated[str, Field(pattern=VERSION_TAG_PATTERN)]
+    tier: Literal["critical", "experimental"] = "critical"
+
+
+class VersionConfig(_Strict):
+    tag: Annotated[str, Field(pattern=VERSION_TAG_PATTERN)]
+    endpoint: HostPort
+    metrics_path: str = "/metrics"
+
+    @property
+    def host(self) -> str:
+        return self.endpoint.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.endpoint.rpartition(":")[2])
+
+
+class EnvoySection(_Strict):
+    listener: ListenAddress = ListenAddress(port=10000)
+    admin: ListenAddress = ListenAddress(port=9901)
+    route_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 15.0
+    connect_timeout_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+
+
+class ControlSection(_Strict):
+    listen: ListenAddress = ListenAddress(port=9091)
+    token_file: Path | None = None
+    token_env: str = "ROLLBACK_AGENT_TOKEN"
+
+
+class AgentConfig(_Strict):
+    model: ModelSection
+    versions: Annotated[list[VersionConfig], Field(min_length=1)]
+    stable: str
+    candidate: str | None = None
+    initial_weights: dict[str, Annotated[int, Field(ge=0, le=1_000_000)]] | None = None
+    envoy: EnvoySection = EnvoySection()
+    xds: ListenAddress = ListenAddress(port=18000)
+    http: ListenAddress = ListenAddress(port=9090)
+    control: ControlSection = ControlSection()
+    state_dir: Path = Path("/var/lib/rollback-agent")
+    ack_timeout_s: Annotated[float, Field(gt=0, le=300)] = 5.0
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Self:
+        tags = [v.tag for v in self.versions]
+        duplicates = sorted({t for t in tags if tags.count(t) > 1})
+        if duplicates:
+            raise ValueError(f"versions: duplicate tag(s) {duplicates}")
+        if self.stable not in tags:
+            raise ValueError(f"stable: {self.stable!r} is not one of the versions {tags}")
+        if self.candidate is not None and self.candidate not in tags:
+            raise ValueError(f"candidate: {self.candidate!r} is not one of the versions {tags}")
+        if self.candidate == self.stable:
+            raise ValueError("candidate: must differ from stable")
+        if self.initial_weights is not None:
+            unknown = sorted(set(self.initial_weights) - set(tags))
+            if unknown:
+                raise ValueError(f"initial_weights: unknown version(s) {unknown}; versions are {tags}")
+            if sum(self.initial_weights.values()) <= 0:
+                raise ValueError("initial_weights: the weights must sum to more than 0")
+        return self
+
+    def version(self, tag: str) -> VersionConfig:
+        for v in self.versions:
+            if v.tag == tag:
+                return v
+        raise KeyError(tag)
+
+    @property
+    def tags(self) -> list[str]:
+        return [v.tag for v in self.versions]
+
+    def starting_weights(self) -> dict[str, int]:
+        """The weights used when no policy was ever persisted: the configured ones, else all on stable."""
+        if self.initial_weights is not None:
+            return {tag: self.initial_weights.get(tag, 0) for tag in self.tags}
+        return {tag: (100 if tag == self.stable else 0) for tag in self.tags}
+
+
+def _format_errors(source: str, error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = str(item["msg"]).removeprefix("Value error, ")
+        lines.append(f"{source}: {path}: {message}")
+    return "\n".join(lines)
+
+
+def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None) -> AgentConfig:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        config = AgentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(source, exc)) from None
+    if base_dir is None:
+        return config
+    return _resolve_paths(config, base_dir)
+
+
+def _resolve_paths(config: AgentConfig, base_dir: Path) -> AgentConfig:
+    """Relative paths in the file are relative to the file, not to the working directory."""
+    state_dir = config.state_dir if config.state_dir.is_absolute() else base_dir / config.state_dir
+    token_file = config.control.token_file
+    if token_file is not None and not token_file.is_absolute():
+        token_file = base_dir / token_file
+    control = config.control.model_copy(update={"token_file": token_file})
+    return config.model_copy(update={"state_dir": state_dir, "control": control})
+
+
+def load_config(path: Path) -> AgentConfig:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    return parse_config(text, str(path), path.resolve().parent)

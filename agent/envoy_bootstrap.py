@@ -1,0 +1,70 @@
+"""The bootstrap a sidecar Envoy needs to take all its listeners, clusters and routes from the agent over ADS.
+
+Everything dynamic (the model listener, one cluster per version, the weighted route) comes over ADS; the bootstrap
+only names the agent's xDS endpoint as a static cluster. `initial_fetch_timeout: 0s` makes Envoy wait for the
+agent instead of starting with a partial config.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+XDS_CLUSTER_NAME = "rollback_agent_xds"
+
+
+def render_bootstrap(
+    *,
+    node_id: str,
+    node_cluster: str,
+    xds_host: str,
+    xds_port: int,
+    admin_host: str = "127.0.0.1",
+    admin_port: int = 9901,
+) -> dict[str, Any]:
+    """Return an Envoy v3 bootstrap as plain data, ready for yaml/json dumping."""
+    ads_source = {"ads": {}, "resource_api_version": "V3", "initial_fetch_timeout": "0s"}
+    return {
+        "node": {"id": node_id, "cluster": node_cluster},
+        "admin": {"address": {"socket_address": {"address": admin_host, "port_value": admin_port}}},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "set_node_on_first_message_only": True,
+                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER_NAME}}],
+            },
+            "lds_config": ads_source,
+            "cds_config": ads_source,
+        },
+        "static_resources": {
+            "clusters": [
+                {
+                    "name": XDS_CLUSTER_NAME,
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "typed_extension_protocol_options": {
+                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                            "explicit_http_config": {"http2_protocol_options": {}},
+                        }
+                    },
+                    "load_assignment": {
+                        "cluster_name": XDS_CLUSTER_NAME,
+                        "endpoints": [
+                            {
+                                "lb_endpoints": [
+                                    {
+                                        "endpoint": {
+                                            "address": {
+                                                "socket_address": {"address": xds_host, "port_value": xds_port}
+                                            }
+                                        }
+                                    }
+                                ]
+                            }
+                        ],
+                    },
+                }
+            ]
+        },
+    }

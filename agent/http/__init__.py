@@ -1,0 +1,1 @@
+"""HTTP surfaces: the public app (health, readiness, metrics) and the control API (token, loopback)."""

@@ -1,0 +1,95 @@
+"""Builds the control API's Status message from the traffic controller and the xDS cache."""
+
+from __future__ import annotations
+
+from agent.adapters.xds.cache import SnapshotCache
+from agent.adapters.xds.resources import ROUTE_TYPE
+from agent.config import AgentConfig
+from agent.domain.records import policy_to_pb, timestamp
+from agent.domain.traffic import TrafficPolicy
+from agent.engine.traffic import TrafficController
+from agent.pb.rollback_agent.v1 import control_pb2, traffic_pb2
+
+
+class StatusView:
+    def __init__(self, config: AgentConfig, controller: TrafficController, cache: SnapshotCache | None) -> None:
+        self._config = config
+        self._controller = controller
+        self._cache = cache
+
+    @staticmethod
+    def policy_pb(policy: TrafficPolicy) -> traffic_pb2.TrafficPolicy:
+        return policy_to_pb(policy)
+
+    @staticmethod
+    def node_ack_pb(node: str, route_version: str, at: float) -> control_pb2.NodeAck:
+        return control_pb2.NodeAck(node_id=node, xds_version=route_version, acked_at=timestamp(at))
+
+    def status(self) -> control_pb2.Status:
+        c = self._controller
+        desired = c.desired
+        served = c.served()
+        served_weights = dict(served) if served is not None else {}
+        message = control_pb2.Status(
+            model=self._config.model.name,
+            tier=self._config.model.tier,
+            stable=c.stable,
+            candidate=self._config.candidate or "",
+            desired=policy_to_pb(desired),
+            paused=c.automation.paused,
+            pause_reason=c.automation.reason,
+            ready=c.ready(),
+        )
+        if served is not None:
+            message.served.CopyFrom(
+                traffic_pb2.TrafficPolicy(weights=[traffic_pb2.VersionWeight(version=v, weight=w) for v, w in served])
+            )
+        for version in self._config.versions:
+            role = "stable" if version.tag == c.stable else "candidate" if version.tag == self._config.candidate else ""
+            message.versions.append(
+                control_pb2.VersionStatus(
+                    version=version.tag,
+                    endpoint=version.endpoint,
+                    desired_weight=desired.weight(version.tag),
+                    served_weight=served_weights.get(version.tag, 0),
+                    role=role,
+                )
+            )
+        if self._cache is not None:
+            self._add_xds(message, self._cache)
+        return message
+
+    @staticmethod
+    def _add_xds(message: control_pb2.Status, cache: SnapshotCache) -> None:
+        snapshot = cache.snapshot
+        message.route_version = snapshot.version(ROUTE_TYPE) if snapshot else ""
+        for stream in cache.streams:
+            node = control_pb2.EnvoyNode(
+                node_id=stream.node_id,
+                node_cluster=stream.node_cluster,
+                stream_id=stream.stream_id,
+                connected_at=timestamp(stream.opened_at),
+                in_sync=stream.in_sync(snapshot),
+            )
+            for type_url, ts in sorted(stream.types.items()):
+                state = control_pb2.XdsTypeState(
+                    type_url=type_url,
+                    sent_version=ts.sent_version,
+                    acked_version=ts.acked_version,
+                    nacks=ts.nacks,
+                )
+                if ts.acked_at:
+                    state.acked_at.CopyFrom(timestamp(cache.to_wall(ts.acked_at)))
+                node.types.append(state)
+            message.envoys.append(node)
+        for nack in cache.nacks:
+            message.recent_nacks.append(
+                control_pb2.Nack(
+                    node_id=nack.node_id,
+                    type_url=nack.type_url,
+                    rejected_version=nack.rejected_version,
+                    serving_version=nack.serving_version,
+                    error=nack.error,
+                    at=timestamp(nack.at),
+                )
+            )

@@ -1,0 +1,161 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from agent.pb.rollback_agent.v1 import traffic_pb2 as _traffic_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SetWeightsRequest(_message.Message):
+    __slots__ = ("weights", "reason", "actor")
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    weights: _containers.RepeatedCompositeFieldContainer[_traffic_pb2.VersionWeight]
+    reason: str
+    actor: str
+    def __init__(self, weights: _Optional[_Iterable[_Union[_traffic_pb2.VersionWeight, _Mapping]]] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
+
+class RollbackRequest(_message.Message):
+    __slots__ = ("to_version", "reason", "actor")
+    TO_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    to_version: str
+    reason: str
+    actor: str
+    def __init__(self, to_version: _Optional[str] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
+
+class PauseRequest(_message.Message):
+    __slots__ = ("reason", "actor")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    actor: str
+    def __init__(self, reason: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
+
+class NodeAck(_message.Message):
+    __slots__ = ("node_id", "xds_version", "acked_at")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    XDS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ACKED_AT_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    xds_version: str
+    acked_at: _timestamp_pb2.Timestamp
+    def __init__(self, node_id: _Optional[str] = ..., xds_version: _Optional[str] = ..., acked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class TrafficChange(_message.Message):
+    __slots__ = ("policy", "route_version", "acks", "decision_to_ack_ms", "changed")
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ACKS_FIELD_NUMBER: _ClassVar[int]
+    DECISION_TO_ACK_MS_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    policy: _traffic_pb2.TrafficPolicy
+    route_version: str
+    acks: _containers.RepeatedCompositeFieldContainer[NodeAck]
+    decision_to_ack_ms: float
+    changed: bool
+    def __init__(self, policy: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., route_version: _Optional[str] = ..., acks: _Optional[_Iterable[_Union[NodeAck, _Mapping]]] = ..., decision_to_ack_ms: _Optional[float] = ..., changed: _Optional[bool] = ...) -> None: ...
+
+class Nack(_message.Message):
+    __slots__ = ("node_id", "type_url", "rejected_version", "serving_version", "error", "at")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_URL_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SERVING_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    type_url: str
+    rejected_version: str
+    serving_version: str
+    error: str
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, node_id: _Optional[str] = ..., type_url: _Optional[str] = ..., rejected_version: _Optional[str] = ..., serving_version: _Optional[str] = ..., error: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class XdsTypeState(_message.Message):
+    __slots__ = ("type_url", "sent_version", "acked_version", "acked_at", "nacks")
+    TYPE_URL_FIELD_NUMBER: _ClassVar[int]
+    SENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ACKED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ACKED_AT_FIELD_NUMBER: _ClassVar[int]
+    NACKS_FIELD_NUMBER: _ClassVar[int]
+    type_url: str
+    sent_version: str
+    acked_version: str
+    acked_at: _timestamp_pb2.Timestamp
+    nacks: int
+    def __init__(self, type_url: _Optional[str] = ..., sent_version: _Optional[str] = ..., acked_version: _Optional[str] = ..., acked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., nacks: _Optional[int] = ...) -> None: ...
+
+class EnvoyNode(_message.Message):
+    __slots__ = ("node_id", "node_cluster", "stream_id", "connected_at", "types", "in_sync")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_AT_FIELD_NUMBER: _ClassVar[int]
+    TYPES_FIELD_NUMBER: _ClassVar[int]
+    IN_SYNC_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    node_cluster: str
+    stream_id: str
+    connected_at: _timestamp_pb2.Timestamp
+    types: _containers.RepeatedCompositeFieldContainer[XdsTypeState]
+    in_sync: bool
+    def __init__(self, node_id: _Optional[str] = ..., node_cluster: _Optional[str] = ..., stream_id: _Optional[str] = ..., connected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., types: _Optional[_Iterable[_Union[XdsTypeState, _Mapping]]] = ..., in_sync: _Optional[bool] = ...) -> None: ...
+
+class VersionStatus(_message.Message):
+    __slots__ = ("version", "endpoint", "desired_weight", "served_weight", "role")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    SERVED_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    endpoint: str
+    desired_weight: int
+    served_weight: int
+    role: str
+    def __init__(self, version: _Optional[str] = ..., endpoint: _Optional[str] = ..., desired_weight: _Optional[int] = ..., served_weight: _Optional[int] = ..., role: _Optional[str] = ...) -> None: ...
+
+class Status(_message.Message):
+    __slots__ = ("model", "tier", "stable", "candidate", "desired", "served", "route_version", "envoys", "versions", "recent_nacks", "paused", "pause_reason", "ready")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    STABLE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_FIELD_NUMBER: _ClassVar[int]
+    SERVED_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ENVOYS_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    RECENT_NACKS_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    PAUSE_REASON_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    tier: str
+    stable: str
+    candidate: str
+    desired: _traffic_pb2.TrafficPolicy
+    served: _traffic_pb2.TrafficPolicy
+    route_version: str
+    envoys: _containers.RepeatedCompositeFieldContainer[EnvoyNode]
+    versions: _containers.RepeatedCompositeFieldContainer[VersionStatus]
+    recent_nacks: _containers.RepeatedCompositeFieldContainer[Nack]
+    paused: bool
+    pause_reason: str
+    ready: bool
+    def __init__(self, model: _Optional[str] = ..., tier: _Optional[str] = ..., stable: _Optional[str] = ..., candidate: _Optional[str] = ..., desired: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., served: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., route_version: _Optional[str] = ..., envoys: _Optional[_Iterable[_Union[EnvoyNode, _Mapping]]] = ..., versions: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., recent_nacks: _Optional[_Iterable[_Union[Nack, _Mapping]]] = ..., paused: _Optional[bool] = ..., pause_reason: _Optional[str] = ..., ready: _Optional[bool] = ...) -> None: ...
+
+class ErrorResponse(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...

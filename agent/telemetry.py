@@ -1,0 +1,86 @@
+"""The agent's own Prometheus metrics, in a registry of its own (served on /metrics).
+
+Names follow Prometheus conventions: `rollback_agent_` prefix, base units, `_total` for counters.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily
+
+from agent import __version__
+
+# Push -> ACK of one xDS response on the loopback: sub-millisecond to tens of milliseconds.
+_ACK_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class AgentMetrics:
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.build_info = Info("rollback_agent_build", "The agent's build.", registry=r)
+        self.build_info.info({"version": __version__})
+        self.xds_responses = Counter(
+            "rollback_agent_xds_responses_total", "xDS responses pushed to Envoy.", ["type"], registry=r
+        )
+        self.xds_acks = Counter("rollback_agent_xds_acks_total", "xDS responses Envoy ACKed.", ["type"], registry=r)
+        self.xds_nacks = Counter(
+            "rollback_agent_xds_nacks_total", "xDS responses Envoy rejected (NACK).", ["type"], registry=r
+        )
+        self.xds_push_to_ack = Histogram(
+            "rollback_agent_xds_push_to_ack_seconds",
+            "From an xDS response sent to its ACK.",
+            ["type"],
+            buckets=_ACK_BUCKETS,
+            registry=r,
+        )
+        self.xds_connected = Gauge(
+            "rollback_agent_xds_connected_envoys", "Envoys with an open ADS stream.", registry=r
+        )
+        self.traffic_changes = Counter(
+            "rollback_agent_traffic_changes_total",
+            "Traffic changes by outcome (acked, rejected, timeout, invalid, unchanged).",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.decision_to_ack = Histogram(
+            "rollback_agent_decision_to_ack_seconds",
+            "From a traffic decision entering the agent to every connected Envoy ACKing it.",
+            ["model"],
+            buckets=_ACK_BUCKETS,
+            registry=r,
+        )
+        self.route_weight = Gauge(
+            "rollback_agent_route_weight",
+            "Weight of each version in the route every connected Envoy ACKed (served), or in the policy (desired).",
+            ["model", "version", "state"],
+            registry=r,
+        )
+        self.automation_paused = Gauge(
+            "rollback_agent_automation_paused", "1 while automatic rollback is paused by an operator.", ["model"],
+            registry=r,
+        )
+        self.ready = Gauge("rollback_agent_ready", "1 when every connected Envoy serves the current config.", registry=r)
+
+    def set_weights(self, state: str, weights: tuple[tuple[str, int], ...]) -> None:
+        for version, weight in weights:
+            self.route_weight.labels(self.model, version, state).set(weight)
+
+
+class ServedVersionsCollector:
+    """`rollback_agent_serving_info`: 1 for each version currently receiving traffic (served split)."""
+
+    def __init__(self, model: str, served: object) -> None:
+        self._model = model
+        self._served = served
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "rollback_agent_serving_info", "Versions receiving traffic in the served route.", labels=["model", "version"]
+        )
+        weights = self._served() if callable(self._served) else None
+        for version, weight in weights or ():
+            if weight > 0:
+                family.add_metric([self._model, version], 1.0)
+        return [family]
