@@ -52,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--config", "-c", type=Path, help="agent config file: where the control API listens")
         p.add_argument("--url", help="control API base URL (default: from --config, else http://127.0.0.1:9091)")
-        p.add_argument("--token-file", type=Path, help="bearer token file (default: from config, else $ROLLBACK_AGENT_TOKEN)")
+        p.add_argument(
+            "--token-file", type=Path, help="bearer token file (default: from config, else $ROLLBACK_AGENT_TOKEN)"
+        )
         p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the agent")
         p.add_argument("--json", action="store_true", help="print the response as JSON (the proto JSON mapping)")
         return p
@@ -176,10 +178,16 @@ def _client(args: argparse.Namespace) -> int:
     client = ControlClient(url, token, args.timeout)
     calls: dict[str, tuple[str, str, dict[str, Any] | None]] = {
         "status": ("GET", "/v1/status", None),
-        "set-weights": ("POST", "/v1/traffic", {"weights": _parse_weights(getattr(args, "weights", []) or []),
-                                                 "reason": getattr(args, "reason", "")}),
-        "rollback": ("POST", "/v1/rollback", {"to_version": getattr(args, "to_version", ""),
-                                              "reason": getattr(args, "reason", "")}),
+        "set-weights": (
+            "POST",
+            "/v1/traffic",
+            {"weights": _parse_weights(getattr(args, "weights", []) or []), "reason": getattr(args, "reason", "")},
+        ),
+        "rollback": (
+            "POST",
+            "/v1/rollback",
+            {"to_version": getattr(args, "to_version", ""), "reason": getattr(args, "reason", "")},
+        ),
         "pause": ("POST", "/v1/pause", {"reason": getattr(args, "reason", "")}),
         "resume": ("POST", "/v1/resume", {"reason": getattr(args, "reason", "")}),
     }

@@ -135,9 +135,10 @@ class AgentConfig(_Strict):
 def _format_errors(source: str, error: ValidationError) -> str:
     lines = []
     for item in error.errors():
-        path = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        path = ".".join(str(p) for p in item["loc"])
         message = str(item["msg"]).removeprefix("Value error, ")
-        lines.append(f"{source}: {path}: {message}")
+        # Cross-field checks name their own field in the message.
+        lines.append(f"{source}: {path}: {message}" if path else f"{source}: {message}")
     return "\n".join(lines)
 
 

@@ -55,9 +55,7 @@ def render_bootstrap(
                                 "lb_endpoints": [
                                     {
                                         "endpoint": {
-                                            "address": {
-                                                "socket_address": {"address": xds_host, "port_value": xds_port}
-                                            }
+                                            "address": {"socket_address": {"address": xds_host, "port_value": xds_port}}
                                         }
                                     }
                                 ]

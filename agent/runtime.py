@@ -163,7 +163,10 @@ async def run_agent(config: AgentConfig, *, dry_run: bool = False) -> int:
             loop.add_signal_handler(sig, supervisor.stop.set)
         log.info(
             "agent for model %s (%s) serving revision %d %s%s",
-            config.model.name, config.model.tier, policy.revision, dict(policy.weights),
+            config.model.name,
+            config.model.tier,
+            policy.revision,
+            dict(policy.weights),
             " [dry run: no traffic moves]" if dry_run else "",
         )
         await supervisor.stop.wait()

@@ -35,9 +35,7 @@ class AgentMetrics:
             buckets=_ACK_BUCKETS,
             registry=r,
         )
-        self.xds_connected = Gauge(
-            "rollback_agent_xds_connected_envoys", "Envoys with an open ADS stream.", registry=r
-        )
+        self.xds_connected = Gauge("rollback_agent_xds_connected_envoys", "Envoys with an open ADS stream.", registry=r)
         self.traffic_changes = Counter(
             "rollback_agent_traffic_changes_total",
             "Traffic changes by outcome (acked, rejected, timeout, invalid, unchanged).",
@@ -58,10 +56,14 @@ class AgentMetrics:
             registry=r,
         )
         self.automation_paused = Gauge(
-            "rollback_agent_automation_paused", "1 while automatic rollback is paused by an operator.", ["model"],
+            "rollback_agent_automation_paused",
+            "1 while automatic rollback is paused by an operator.",
+            ["model"],
             registry=r,
         )
-        self.ready = Gauge("rollback_agent_ready", "1 when every connected Envoy serves the current config.", registry=r)
+        self.ready = Gauge(
+            "rollback_agent_ready", "1 when every connected Envoy serves the current config.", registry=r
+        )
 
     def set_weights(self, state: str, weights: tuple[tuple[str, int], ...]) -> None:
         for version, weight in weights:
@@ -77,7 +79,9 @@ class ServedVersionsCollector:
 
     def collect(self) -> list[GaugeMetricFamily]:
         family = GaugeMetricFamily(
-            "rollback_agent_serving_info", "Versions receiving traffic in the served route.", labels=["model", "version"]
+            "rollback_agent_serving_info",
+            "Versions receiving traffic in the served route.",
+            labels=["model", "version"],
         )
         weights = self._served() if callable(self._served) else None
         for version, weight in weights or ():

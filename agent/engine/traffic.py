@@ -152,7 +152,8 @@ class TrafficController:
             self.automation = Automation(paused=paused, reason=reason if paused else "")
             self._metrics.automation_paused.labels(self.model).set(1 if paused else 0)
             await self._audit(
-                actor, audit_pb2.AuditRecord(automation_toggled=audit_pb2.AutomationToggled(paused=paused, reason=reason))
+                actor,
+                audit_pb2.AuditRecord(automation_toggled=audit_pb2.AutomationToggled(paused=paused, reason=reason)),
             )
             log.warning("automation %s by %s: %s", "paused" if paused else "resumed", actor, reason)
             return self.automation
@@ -162,11 +163,7 @@ class TrafficController:
     ) -> ChangeResult:
         previous = self.desired
         unchanged = weights == previous.weights
-        policy = (
-            previous
-            if unchanged
-            else TrafficPolicy(weights, previous.revision + 1, reason, actor, self._wall())
-        )
+        policy = previous if unchanged else TrafficPolicy(weights, previous.revision + 1, reason, actor, self._wall())
         if not unchanged:
             await self._store.save_policy(policy)
             self._desired = policy
@@ -195,8 +192,12 @@ class TrafficController:
             await self._audit_change(previous, policy, applied.route_version, "acked", started, "", actor)
             log.info(
                 "traffic %s -> %s acked by %s in %.1f ms (%s: %s)",
-                dict(previous.weights), dict(weights), ", ".join(c.node for c in applied.confirmations),
-                elapsed_ms, actor, reason,
+                dict(previous.weights),
+                dict(weights),
+                ", ".join(c.node for c in applied.confirmations),
+                elapsed_ms,
+                actor,
+                reason,
             )
         self._metrics.set_weights("served", weights)
         return ChangeResult(policy, applied.route_version, applied.confirmations, elapsed_ms, outcome == "acked")

@@ -15,8 +15,8 @@ from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from agent.http.status_view import StatusView
 from agent.engine.traffic import ChangeResult, TrafficChangeError, TrafficController
+from agent.http.status_view import StatusView
 from agent.pb.rollback_agent.v1 import control_pb2
 
 CONTROLLER = web.AppKey("controller", TrafficController)
@@ -31,7 +31,9 @@ _ERROR_STATUS = {"invalid_argument": 400, "rejected": 409, "ack_timeout": 504}
 
 
 def proto_response(message: Message, status: int = 200) -> web.Response:
-    body = json_format.MessageToJson(message, preserving_proto_field_name=True, indent=None)
+    body = json_format.MessageToJson(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True, indent=None
+    )
     return web.Response(text=body, status=status, content_type="application/json")
 
 

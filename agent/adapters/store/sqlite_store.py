@@ -112,7 +112,8 @@ class SqliteStateStore:
     async def audit_records(self, since_seq: int = 0, limit: int | None = None) -> list[audit_pb2.AuditRecord]:
         def read() -> list[audit_pb2.AuditRecord]:
             rows = self._db.execute(
-                "SELECT record FROM audit WHERE seq > ? ORDER BY seq LIMIT ?", (since_seq, -1 if limit is None else limit)
+                "SELECT record FROM audit WHERE seq > ? ORDER BY seq LIMIT ?",
+                (since_seq, -1 if limit is None else limit),
             ).fetchall()
             return [audit_pb2.AuditRecord.FromString(r[0]) for r in rows]
 

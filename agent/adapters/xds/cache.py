@@ -232,5 +232,7 @@ class SnapshotCache:
     def _describe_lag(self, snapshot: Snapshot, timeout_s: float) -> str:
         if not self._streams:
             return f"no Envoy connected within {timeout_s:g}s; the change is stored and will be served on connect"
-        lagging = [h.state.node_id or h.state.stream_id for h in self._streams.values() if not h.state.in_sync(snapshot)]
+        lagging = [
+            h.state.node_id or h.state.stream_id for h in self._streams.values() if not h.state.in_sync(snapshot)
+        ]
         return f"Envoy(s) {', '.join(lagging)} did not ACK route version {snapshot.route_version} in {timeout_s:g}s"

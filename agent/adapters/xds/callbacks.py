@@ -30,8 +30,9 @@ class MetricsCallbacks(XdsCallbacks):
 
     def response_sent(self, stream: StreamState, response: Response) -> None:
         self._m.xds_responses.labels(_short(response.type_url)).inc()
-        log.debug("xds: -> %s %s v=%s nonce=%s", stream.node_id, _short(response.type_url), response.version,
-                  response.nonce)
+        log.debug(
+            "xds: -> %s %s v=%s nonce=%s", stream.node_id, _short(response.type_url), response.version, response.nonce
+        )
 
     def request_handled(self, stream: StreamState, outcome: RequestOutcome, now: float) -> None:
         kind = _short(outcome.type_url)

@@ -114,9 +114,7 @@ def build_listener(topology: ModelTopology) -> listener_pb2.Listener:
     return listener_pb2.Listener(
         name=topology.listener_name,
         address=address_pb2.Address(
-            socket_address=address_pb2.SocketAddress(
-                address=topology.listener_host, port_value=topology.listener_port
-            )
+            socket_address=address_pb2.SocketAddress(address=topology.listener_host, port_value=topology.listener_port)
         ),
         filter_chains=[
             listener_components_pb2.FilterChain(

@@ -8,10 +8,10 @@ import logging
 from collections.abc import AsyncIterator
 
 import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from agent.adapters.xds.cache import SnapshotCache, StreamHandle
 from agent.adapters.xds.stream_state import Request, Response
-from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class AggregatedDiscoveryServicer(ads_pb2_grpc.AggregatedDiscoveryServiceService
     def __init__(self, cache: SnapshotCache) -> None:
         self._cache = cache
 
-    async def StreamAggregatedResources(  # noqa: N802 (gRPC method name)
+    async def StreamAggregatedResources(
         self,
         request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
@@ -60,8 +60,10 @@ class AggregatedDiscoveryServicer(ads_pb2_grpc.AggregatedDiscoveryServiceService
             self._cache.close_stream(handle)
             log.info("xds: stream %s (%s) closed", handle.state.stream_id, handle.state.node_id or "unknown node")
 
-    async def DeltaAggregatedResources(  # noqa: N802
-        self, request_iterator: object, context: grpc.aio.ServicerContext  # type: ignore[type-arg]
+    async def DeltaAggregatedResources(
+        self,
+        request_iterator: object,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> None:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this control plane serves state-of-the-world ADS only")
 

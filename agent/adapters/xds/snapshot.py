@@ -11,6 +11,8 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
@@ -25,8 +27,6 @@ from agent.adapters.xds.resources import (
     referenced_clusters,
     referenced_route_configs,
 )
-from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2
 
 
 class InconsistentSnapshotError(ValueError):

@@ -173,9 +173,7 @@ class StreamState:
     def rejected(self, snapshot: Snapshot) -> list[tuple[str, TypeState]]:
         """Types whose current snapshot version this stream rejected."""
         return [
-            (t, s)
-            for t, s in self.types.items()
-            if s.rejected_version and s.rejected_version == snapshot.version(t)
+            (t, s) for t, s in self.types.items() if s.rejected_version and s.rejected_version == snapshot.version(t)
         ]
 
     @staticmethod

@@ -1,0 +1,67 @@
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+from agent.config import ConfigError, load_config, parse_config
+
+GOOD = """
+model: {name: credit, tier: critical}
+versions:
+  - {tag: v1, endpoint: "127.0.0.1:8001"}
+  - {tag: v2, endpoint: "127.0.0.1:8002"}
+stable: v1
+candidate: v2
+state_dir: ./state
+control: {token_file: token}
+"""
+
+
+def test_good_config_and_paths_relative_to_the_file(tmp_path: Path):
+    path = tmp_path / "agent.yaml"
+    path.write_text(GOOD)
+    config = load_config(path)
+    assert config.tags == ["v1", "v2"]
+    assert config.state_dir == tmp_path / "state"
+    assert config.control.token_file == tmp_path / "token"
+    assert config.starting_weights() == {"v1": 100, "v2": 0}
+
+
+@pytest.mark.parametrize(
+    ("patch", "expected"),
+    [
+        (("127.0.0.1:8002", "localhost:8002"), "versions.1.endpoint: endpoint must be IP:PORT"),
+        (("127.0.0.1:8002", "127.0.0.1:99999"), "versions.1.endpoint"),
+        (("stable: v1", "stable: v7"), "stable: 'v7' is not one of the versions"),
+        (("candidate: v2", "candidate: v1"), "candidate: must differ from stable"),
+        (("tier: critical", "tier: important"), "model.tier: Input should be 'critical' or 'experimental'"),
+        (("tag: v2", "tag: v1"), "duplicate tag"),
+        (("state_dir", "stat_dir"), "stat_dir: Extra inputs are not permitted"),
+    ],
+)
+def test_errors_name_the_file_and_the_field(patch, expected):
+    with pytest.raises(ConfigError) as err:
+        parse_config(GOOD.replace(*patch), "agent.yaml")
+    assert str(err.value).startswith("agent.yaml: ")
+    assert expected in str(err.value)
+
+
+def test_initial_weights_must_name_known_versions_and_sum_positive():
+    with pytest.raises(ConfigError, match="unknown version"):
+        parse_config(GOOD + "initial_weights: {v3: 1}\n", "a.yaml")
+    with pytest.raises(ConfigError, match="more than 0"):
+        parse_config(GOOD + "initial_weights: {v1: 0}\n", "a.yaml")
+
+
+def test_yaml_syntax_error():
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        parse_config("model: [", "a.yaml")
+
+
+def test_cli_invalid_config_exits_non_zero_with_the_error(tmp_path: Path, capsys):
+    path = tmp_path / "agent.yaml"
+    path.write_text(GOOD.replace("stable: v1", "stable: nope"))
+    assert main(["check-config", str(path)]) == 2
+    assert f"{path}: stable" in capsys.readouterr().err
+    assert main(["run", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "cannot read" in capsys.readouterr().err
