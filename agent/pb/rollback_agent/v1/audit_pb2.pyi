@@ -2,15 +2,16 @@ import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from agent.pb.rollback_agent.v1 import traffic_pb2 as _traffic_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AuditRecord(_message.Message):
-    __slots__ = ("seq", "at", "model", "actor", "traffic_changed", "config_rejected", "automation_toggled", "prev_hash", "hash")
+    __slots__ = ("seq", "at", "model", "actor", "traffic_changed", "config_rejected", "automation_toggled", "rollback", "version_status_changed", "rules_reloaded", "verdict_changed", "prev_hash", "hash")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +19,10 @@ class AuditRecord(_message.Message):
     TRAFFIC_CHANGED_FIELD_NUMBER: _ClassVar[int]
     CONFIG_REJECTED_FIELD_NUMBER: _ClassVar[int]
     AUTOMATION_TOGGLED_FIELD_NUMBER: _ClassVar[int]
+    ROLLBACK_FIELD_NUMBER: _ClassVar[int]
+    VERSION_STATUS_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    RULES_RELOADED_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_CHANGED_FIELD_NUMBER: _ClassVar[int]
     PREV_HASH_FIELD_NUMBER: _ClassVar[int]
     HASH_FIELD_NUMBER: _ClassVar[int]
     seq: int
@@ -27,9 +32,13 @@ class AuditRecord(_message.Message):
     traffic_changed: TrafficChanged
     config_rejected: ConfigRejected
     automation_toggled: AutomationToggled
+    rollback: Rollback
+    version_status_changed: VersionStatusChanged
+    rules_reloaded: RulesReloaded
+    verdict_changed: VerdictChanged
     prev_hash: bytes
     hash: bytes
-    def __init__(self, seq: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[str] = ..., actor: _Optional[str] = ..., traffic_changed: _Optional[_Union[TrafficChanged, _Mapping]] = ..., config_rejected: _Optional[_Union[ConfigRejected, _Mapping]] = ..., automation_toggled: _Optional[_Union[AutomationToggled, _Mapping]] = ..., prev_hash: _Optional[bytes] = ..., hash: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, seq: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[str] = ..., actor: _Optional[str] = ..., traffic_changed: _Optional[_Union[TrafficChanged, _Mapping]] = ..., config_rejected: _Optional[_Union[ConfigRejected, _Mapping]] = ..., automation_toggled: _Optional[_Union[AutomationToggled, _Mapping]] = ..., rollback: _Optional[_Union[Rollback, _Mapping]] = ..., version_status_changed: _Optional[_Union[VersionStatusChanged, _Mapping]] = ..., rules_reloaded: _Optional[_Union[RulesReloaded, _Mapping]] = ..., verdict_changed: _Optional[_Union[VerdictChanged, _Mapping]] = ..., prev_hash: _Optional[bytes] = ..., hash: _Optional[bytes] = ...) -> None: ...
 
 class TrafficChanged(_message.Message):
     __slots__ = ("from_policy", "to_policy", "route_version", "outcome", "decision_to_ack_ms", "detail")
@@ -66,3 +75,161 @@ class AutomationToggled(_message.Message):
     paused: bool
     reason: str
     def __init__(self, paused: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class Trigger(_message.Message):
+    __slots__ = ("rule", "alert", "operator")
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    ALERT_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_FIELD_NUMBER: _ClassVar[int]
+    rule: RuleVerdict
+    alert: AlertTrigger
+    operator: OperatorTrigger
+    def __init__(self, rule: _Optional[_Union[RuleVerdict, _Mapping]] = ..., alert: _Optional[_Union[AlertTrigger, _Mapping]] = ..., operator: _Optional[_Union[OperatorTrigger, _Mapping]] = ...) -> None: ...
+
+class RuleVerdict(_message.Message):
+    __slots__ = ("rule", "kind", "version", "verdict", "value", "threshold", "window_s", "samples", "reason", "source_file")
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FILE_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    kind: str
+    version: str
+    verdict: str
+    value: float
+    threshold: float
+    window_s: float
+    samples: int
+    reason: str
+    source_file: str
+    def __init__(self, rule: _Optional[str] = ..., kind: _Optional[str] = ..., version: _Optional[str] = ..., verdict: _Optional[str] = ..., value: _Optional[float] = ..., threshold: _Optional[float] = ..., window_s: _Optional[float] = ..., samples: _Optional[int] = ..., reason: _Optional[str] = ..., source_file: _Optional[str] = ...) -> None: ...
+
+class AlertTrigger(_message.Message):
+    __slots__ = ("alertname", "labels", "annotations", "generator_url", "fingerprint", "starts_at", "received_via", "receiver")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class AnnotationsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ALERTNAME_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATIONS_FIELD_NUMBER: _ClassVar[int]
+    GENERATOR_URL_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    STARTS_AT_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_VIA_FIELD_NUMBER: _ClassVar[int]
+    RECEIVER_FIELD_NUMBER: _ClassVar[int]
+    alertname: str
+    labels: _containers.ScalarMap[str, str]
+    annotations: _containers.ScalarMap[str, str]
+    generator_url: str
+    fingerprint: str
+    starts_at: _timestamp_pb2.Timestamp
+    received_via: str
+    receiver: str
+    def __init__(self, alertname: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., annotations: _Optional[_Mapping[str, str]] = ..., generator_url: _Optional[str] = ..., fingerprint: _Optional[str] = ..., starts_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., received_via: _Optional[str] = ..., receiver: _Optional[str] = ...) -> None: ...
+
+class OperatorTrigger(_message.Message):
+    __slots__ = ("identity", "reason")
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    identity: str
+    reason: str
+    def __init__(self, identity: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class Phase(_message.Message):
+    __slots__ = ("name", "started_at", "duration_ms", "outcome", "detail")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    started_at: _timestamp_pb2.Timestamp
+    duration_ms: float
+    outcome: str
+    detail: str
+    def __init__(self, name: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_ms: _Optional[float] = ..., outcome: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class SkippedTarget(_message.Message):
+    __slots__ = ("version", "reason")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    reason: str
+    def __init__(self, version: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class Rollback(_message.Message):
+    __slots__ = ("rollback_id", "from_version", "to_version", "trigger", "phases", "skipped", "outcome", "from_policy", "to_policy", "archive_path", "archive_sha256", "detail")
+    ROLLBACK_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TO_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    PHASES_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    FROM_POLICY_FIELD_NUMBER: _ClassVar[int]
+    TO_POLICY_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVE_PATH_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    rollback_id: str
+    from_version: str
+    to_version: str
+    trigger: Trigger
+    phases: _containers.RepeatedCompositeFieldContainer[Phase]
+    skipped: _containers.RepeatedCompositeFieldContainer[SkippedTarget]
+    outcome: str
+    from_policy: _traffic_pb2.TrafficPolicy
+    to_policy: _traffic_pb2.TrafficPolicy
+    archive_path: str
+    archive_sha256: str
+    detail: str
+    def __init__(self, rollback_id: _Optional[str] = ..., from_version: _Optional[str] = ..., to_version: _Optional[str] = ..., trigger: _Optional[_Union[Trigger, _Mapping]] = ..., phases: _Optional[_Iterable[_Union[Phase, _Mapping]]] = ..., skipped: _Optional[_Iterable[_Union[SkippedTarget, _Mapping]]] = ..., outcome: _Optional[str] = ..., from_policy: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., to_policy: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., archive_path: _Optional[str] = ..., archive_sha256: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class VersionStatusChanged(_message.Message):
+    __slots__ = ("version", "from_status", "to_status", "reason")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FROM_STATUS_FIELD_NUMBER: _ClassVar[int]
+    TO_STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    from_status: str
+    to_status: str
+    reason: str
+    def __init__(self, version: _Optional[str] = ..., from_status: _Optional[str] = ..., to_status: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RulesReloaded(_message.Message):
+    __slots__ = ("files", "rules", "error")
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    files: _containers.RepeatedScalarFieldContainer[str]
+    rules: int
+    error: str
+    def __init__(self, files: _Optional[_Iterable[str]] = ..., rules: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
+class VerdictChanged(_message.Message):
+    __slots__ = ("verdict", "state", "action")
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    verdict: RuleVerdict
+    state: str
+    action: str
+    def __init__(self, verdict: _Optional[_Union[RuleVerdict, _Mapping]] = ..., state: _Optional[str] = ..., action: _Optional[str] = ...) -> None: ...
