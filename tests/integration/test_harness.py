@@ -1,0 +1,302 @@
+"""The harness itself works: real Envoy splitting traffic, load generator, Prometheus, Alertmanager, process
+cleanup. No fixed sleeps: everything polls with a deadline."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from harness.alertmanager import AlertmanagerProcess, make_alert
+from harness.binaries import APT_HINT, MissingBinaryError, require_binary
+from harness.bootstraps import StaticUpstream, agent_bootstrap, static_weighted_bootstrap
+from harness.envoy import EnvoyProcess
+from harness.load import ResponseLog, TrafficGenerator, split_within_tolerance
+from harness.ports import free_port, free_ports
+from harness.process import ManagedProcess
+from harness.prometheus import PrometheusProcess
+from harness.refserver import RefServer
+from harness.upstream import VersionUpstream
+from harness.wait import NotYet, WaitTimeout, async_wait_until, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def _pid_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return not os.path.exists(f"/proc/{pid}")
+    return False
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, process group) from /proc/PID/stat, None if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+    return fields[0], int(fields[2])
+
+
+def _dead(pid: int) -> bool:
+    """Gone or a zombie: orphaned grandchildren are reaped by PID 1, which can take a while in containers."""
+    stat = _proc_stat(pid)
+    return stat is None or stat[0] in ("Z", "X")
+
+
+def _group_gone(pgid: int) -> bool:
+    """No live (non-zombie) process left in process group `pgid`."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _proc_stat(int(entry))
+            if stat is not None and stat[1] == pgid and stat[0] not in ("Z", "X"):
+                return False
+    return True
+
+
+# -- small pieces ---------------------------------------------------------------------------------------------
+
+
+def test_free_ports_are_distinct_and_bindable() -> None:
+    ports = free_ports(5)
+    assert len(set(ports)) == 5
+    assert 0 < free_port() < 65536
+
+
+def test_wait_until_reports_what_and_last_observation() -> None:
+    calls = iter(range(1000))
+    assert wait_until(lambda: next(calls) >= 3, 1.0) is True
+    with pytest.raises(WaitTimeout, match=r"waiting for the answer; last value: 41") as err:
+        wait_until(lambda: NotYet(41), 0.05, what="the answer")
+    assert isinstance(err.value, TimeoutError)
+
+    def boom() -> bool:
+        raise ConnectionRefusedError("nobody home")
+
+    with pytest.raises(TimeoutError, match="ConnectionRefusedError: nobody home"):
+        wait_until(boom, 0.05, what="a server")
+
+
+async def test_async_wait_until_accepts_coroutines() -> None:
+    state = {"n": 0}
+
+    async def probe() -> int | NotYet:
+        state["n"] += 1
+        return state["n"] if state["n"] >= 3 else NotYet(state["n"])
+
+    assert await async_wait_until(probe, 1.0) == 3
+    with pytest.raises(TimeoutError, match="never"):
+        await async_wait_until(lambda: False, 0.05, what="never")
+
+
+def test_missing_binary_error_says_how_to_install() -> None:
+    with pytest.raises(MissingBinaryError, match="apt-get install"):
+        require_binary("surely-not-a-binary-xyz", APT_HINT)
+
+
+def test_managed_process_escalates_to_sigkill_and_kills_the_group(tmp_logs: Path) -> None:
+    # A leader that ignores SIGTERM and a grandchild in its group: stop() must leave neither behind.
+    script = (
+        "import signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print('CHILDPID=%d' % child.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = ManagedProcess([sys.executable, "-c", script], name="stubborn", log_dir=tmp_logs).start()
+
+    def child_pid_in_log() -> int | NotYet:
+        found = [ln for ln in proc.log_tail(5).splitlines() if ln.startswith("CHILDPID=")]
+        return int(found[0].split("=")[1]) if found else NotYet(proc.log_tail(5))
+
+    child_pid = wait_until(child_pid_in_log, 10.0, what="stubborn child pid in the log")
+    assert proc.alive and proc.pid is not None
+    started = time.monotonic()
+    code = proc.stop(timeout_s=0.3)
+    assert code == -signal.SIGKILL
+    assert 0.25 < time.monotonic() - started < 5.0
+    assert not proc.alive and proc.returncode == -signal.SIGKILL
+    assert _pid_gone(proc.pid)
+    wait_until(lambda: _dead(child_pid), 5.0, what="grandchild to be dead")
+    assert _group_gone(proc.pid)
+    assert proc.stop() == -signal.SIGKILL  # idempotent
+
+
+def test_managed_process_context_manager_and_kill(tmp_logs: Path) -> None:
+    with ManagedProcess([sys.executable, "-c", "import time; time.sleep(60)"], name="cm", log_dir=tmp_logs) as p:
+        assert p.alive
+        pid = p.pid
+    assert pid is not None and _pid_gone(pid)
+    q = ManagedProcess([sys.executable, "-c", "import time; time.sleep(60)"], name="cm", log_dir=tmp_logs)
+    assert q.log_path.name == "cm-2.log"
+    q.start()
+    assert q.kill() == -signal.SIGKILL and not q.alive
+
+
+def test_first_time_all_from_uses_send_time() -> None:
+    log = ResponseLog()
+    s = 1_000_000_000  # 1 s in ns
+    # (sent, done, version): v1 traffic, a switch at t=10, one straggler sent at 10.5 still answered by v1
+    # after newer requests were already answered by v2.
+    rows = [(9.0, 9.1, "v1"), (10.2, 10.3, "v2"), (10.5, 11.5, "v1"), (10.6, 10.7, "v2"), (10.8, 10.9, "v2")]
+    for sent, done, ver in rows:
+        log.append(int(sent * s), int(done * s), 200, ver, None)
+    res = log.snapshot()
+    assert res.first_time_all_from("v2", 10.0) == pytest.approx(10.6)
+    assert res.first_time_all_from("v2", 10.7) == pytest.approx(10.8)
+    assert res.first_time_all_from("v1", 10.0) is None
+    assert res.first_time_all_from("v3", 0.0) is None
+    assert res.first_time_all_from("v2", 20.0) is None
+    # An in-flight request sent at 10.75 hides everything sent from then on.
+    assert log.snapshot(horizon_ns=int(10.75 * s)).first_time_all_from("v2", 10.0) == pytest.approx(10.6)
+    assert log.snapshot(horizon_ns=int(10.55 * s)).first_time_all_from("v2", 10.0) is None
+    # A failure breaks the run like a wrong version.
+    log.append(int(10.85 * s), int(10.95 * s), 0, None, "ServerDisconnectedError")
+    log.append(int(10.9 * s), int(10.95 * s), 200, "v2", None)
+    assert log.snapshot().first_time_all_from("v2", 10.0) == pytest.approx(10.9)
+    assert log.snapshot().counts_by_version() == {"v1": 2, "v2": 4}
+    assert [r.error for r in log.snapshot().failed()] == ["ServerDisconnectedError"]
+    assert log.snapshot().counts_by_version(since=10.0, until=10.7) == {"v2": 2, "v1": 1}
+
+
+def test_split_check_accepts_noise_and_rejects_bias() -> None:
+    assert split_within_tolerance({"v1": 1040, "v2": 960}, {"v1": 50, "v2": 50})
+    assert not split_within_tolerance({"v1": 1150, "v2": 850}, {"v1": 50, "v2": 50})
+    assert split_within_tolerance({"v1": 2000}, {"v1": 100, "v2": 0})
+    assert not split_within_tolerance({"v1": 1999, "v2": 1}, {"v1": 100, "v2": 0})
+    assert not split_within_tolerance({"v1": 1000, "v2": 990}, {"v1": 1, "v2": 1}, n=2000)  # 10 failures
+    assert not split_within_tolerance({}, {"v1": 1})
+
+
+# -- real Envoy -------------------------------------------------------------------------------------------------
+
+
+async def test_envoy_weighted_split_stats_restart_and_cleanup(
+    envoy_factory: Callable[..., EnvoyProcess],
+) -> None:
+    async with VersionUpstream("v1") as up1, VersionUpstream("v2") as up2:
+        listener_port, admin_port = free_ports(2)
+        bootstrap = static_weighted_bootstrap(
+            listener_port=listener_port,
+            admin_port=admin_port,
+            upstreams=[StaticUpstream("model_v1", up1.port, 50), StaticUpstream("model_v2", up2.port, 50)],
+        )
+        envoy = envoy_factory(bootstrap, name="envoy-split")
+        assert envoy.admin_url == f"http://127.0.0.1:{admin_port}"
+        await envoy.ready_async()  # 200 LIVE
+
+        gen = TrafficGenerator(
+            f"http://127.0.0.1:{listener_port}/v2/models/m/infer",
+            lambda i: {"inputs": [i]},
+            concurrency=16,
+        )
+        results = await gen.run(n=2000)
+        assert len(results) == 2000
+        assert results.failed() == []
+        counts = results.counts_by_version()
+        assert set(counts) == {"v1", "v2"}
+        check = split_within_tolerance(counts, {"v1": 50, "v2": 50})
+        assert check, str(check)
+        assert results.split({"v1": 50, "v2": 50})
+        assert results.latency_quantiles((0.5,))[0.5] < 1.0
+
+        stats = await envoy.stats_async()
+        assert stats["cluster.model_v1.upstream_rq_total"] == counts["v1"] == up1.requests
+        assert envoy.cluster_stat("model_v2", "upstream_rq_200") == counts["v2"] == up2.requests
+        assert envoy.cluster_stat("model_v2", "upstream_rq_503", default=0) == 0
+        with pytest.raises(KeyError):
+            envoy.cluster_stat("model_v2", "no_such_stat")
+        dump = envoy.config_dump()
+        listeners = next(c for c in dump["configs"] if c["@type"].endswith(".ListenersConfigDump"))
+        assert [sl["listener"]["name"] for sl in listeners["static_listeners"]] == ["model_listener"]
+
+        # restart(): same ports, serving again.
+        old_pid = envoy.pid
+        assert old_pid is not None
+        await envoy.restart_async()
+        await envoy.ready_async()
+        assert envoy.pid != old_pid and _pid_gone(old_pid)
+        again = await TrafficGenerator(f"http://127.0.0.1:{listener_port}/", concurrency=4).run(n=50)
+        assert again.failed() == [] and sum(again.counts_by_version().values()) == 50
+
+        pid = envoy.pid
+        assert pid is not None
+        assert envoy.stop() == 0
+        assert not envoy.alive and _pid_gone(pid) and _group_gone(pid)
+
+
+def test_envoy_with_the_agent_bootstrap_waits_for_xds(envoy_factory: Callable[..., EnvoyProcess]) -> None:
+    # Nobody serves xDS on this port: admin answers, but Envoy stays not-LIVE (initial_fetch_timeout 0s).
+    envoy = envoy_factory(agent_bootstrap(xds_port=free_port()), name="envoy-ads")
+    envoy.ready(require_live=False)
+    status, state = envoy.server_state()
+    assert status == 503 and state in ("PRE_INITIALIZING", "INITIALIZING"), (status, state)
+    with pytest.raises(TimeoutError, match="200 LIVE; last value: \\(503"):
+        envoy.ready(timeout_s=0.3)
+    assert envoy.cluster_stat("rollback_agent_xds", "upstream_cx_total", default=0) >= 0
+
+
+# -- Prometheus and Alertmanager --------------------------------------------------------------------------------
+
+
+def test_prometheus_starts_and_answers_queries(prometheus_factory: Callable[..., PrometheusProcess]) -> None:
+    prom = prometheus_factory()
+    assert prom.query_value("1 + 1") == 2.0
+    assert prom.query_vector('up{job="nope"}') == []
+    # The first self-scrape lands 5-6 s after start.
+    series = prom.wait_for_series('up{job="prometheus"} == 1', timeout_s=20.0)
+    assert series[0]["metric"]["instance"] == f"127.0.0.1:{prom.port}"
+    pid = prom.pid
+    assert pid is not None
+    prom.stop()
+    assert _pid_gone(pid)
+
+
+def test_alertmanager_accepts_and_lists_alerts(alertmanager_factory: Callable[..., AlertmanagerProcess]) -> None:
+    am = alertmanager_factory()
+    am.post_alerts([make_alert("HarnessTest", {"severity": "page"}, {"summary": "from test_harness"})])
+    alerts = am.wait_for_alerts({"alertname": "HarnessTest"}, timeout_s=10.0)
+    assert len(alerts) == 1
+    assert alerts[0]["labels"] == {"alertname": "HarnessTest", "severity": "page"}
+    assert alerts[0]["annotations"]["summary"] == "from test_harness"
+    assert alerts[0]["status"]["state"] == "active"
+    assert am.alerts({"alertname": "SomethingElse"}) == []
+    assert am.alerts(['severity=~"pa.*"'], active=True)[0]["labels"]["alertname"] == "HarnessTest"
+
+
+# -- reference model server -------------------------------------------------------------------------------------
+
+
+async def test_refserver_handle_serves_versions_and_switches_faults(
+    refserver_factory: Callable[..., RefServer],
+) -> None:
+    from refserver.client import sample_request  # imported here: the module only exists with refserver/
+
+    server = refserver_factory("cancer", "v3")
+    assert server.url == f"http://127.0.0.1:{server.port}" and server.ready_status() == 200
+    body = sample_request(4, seed=1)
+    url = f"{server.url}/v2/models/cancer/infer"
+
+    healthy = await TrafficGenerator(url, lambda i: body, concurrency=4).run(n=100)
+    assert healthy.failed() == [] and healthy.counts_by_version() == {"v3": 100}
+
+    await server.set_faults_async({"error_rate": 1.0})
+    broken = await TrafficGenerator(url, lambda i: body, concurrency=4).run(n=50)
+    assert broken.counts_by_status() == {500: 50}
+    assert broken.counts_by_version() == {"v3": 50}  # the header is on error responses too
+    assert len(broken.failed()) == 50
+
+    await server.clear_faults_async()
+    again = await TrafficGenerator(url, lambda i: body, concurrency=4).run(n=50)
+    assert again.failed() == []
+    pid = server.pid
+    assert pid is not None
+    server.stop()
+    assert _pid_gone(pid)
