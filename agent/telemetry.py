@@ -65,6 +65,35 @@ class AgentMetrics:
             "rollback_agent_ready", "1 when every connected Envoy serves the current config.", registry=r
         )
 
+        self.model_info = Gauge(
+            "rollback_agent_model_info", "The model this agent routes, with its tier.", ["model", "tier"], registry=r
+        )
+        self.rollbacks = Counter(
+            "rollback_agent_rollbacks_total",
+            "Rollbacks by cause (rule, alert, operator) and outcome.",
+            ["model", "cause", "outcome"],
+            registry=r,
+        )
+        self.rollback_phase = Histogram(
+            "rollback_agent_rollback_phase_seconds",
+            "Duration of each rollback phase (detect, select, validate, warm, switch, ack, confirm, verify, archive).",
+            ["model", "phase"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=r,
+        )
+        self.verifications = Counter(
+            "rollback_agent_verifications_total",
+            "Post-rollback verifications by outcome (passed, failed, inconclusive).",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.escalations = Counter(
+            "rollback_agent_escalations_total",
+            "Escalations: no eligible target, switch failed, verification failed.",
+            ["model", "reason"],
+            registry=r,
+        )
+
     def set_weights(self, state: str, weights: tuple[tuple[str, int], ...]) -> None:
         for version, weight in weights:
             self.route_weight.labels(self.model, version, state).set(weight)

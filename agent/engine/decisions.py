@@ -37,6 +37,8 @@ class TriggerEvent:
     dedupe_key: str = ""
     # A resolved alert ends the hold it started; it never moves traffic by itself.
     resolved: bool = False
+    # An operator may name the rollback target; automatic triggers never do.
+    target: str | None = None
 
 
 class DecisionOutcome(enum.StrEnum):

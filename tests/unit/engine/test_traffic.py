@@ -40,8 +40,13 @@ async def setup(tmp_path: Path):
     store = await SqliteStateStore.open(tmp_path / "s.db")
     sink = ScriptedSink(store)
     controller = TrafficController(
-        model="credit", versions=["v1", "v2"], stable="v1", store=store, sink=sink,
-        metrics=AgentMetrics("credit"), ack_timeout_s=1,
+        model="credit",
+        versions=["v1", "v2"],
+        stable="v1",
+        store=store,
+        sink=sink,
+        metrics=AgentMetrics("credit"),
+        ack_timeout_s=1,
     )
     await controller.start({"v1": 100})
     yield controller, sink, store
@@ -97,8 +102,13 @@ async def test_rollback_goes_to_stable_and_persisted_policy_wins_on_restart(setu
     assert controller.desired.weights == (("v1", 100), ("v2", 0))
     await controller.set_weights({"v1": 10, "v2": 90}, reason="y", actor="op")
     restarted = TrafficController(
-        model="credit", versions=["v1", "v2", "v3"], stable="v1", store=store, sink=sink,
-        metrics=AgentMetrics("credit"), ack_timeout_s=1,
+        model="credit",
+        versions=["v1", "v2", "v3"],
+        stable="v1",
+        store=store,
+        sink=sink,
+        metrics=AgentMetrics("credit"),
+        ack_timeout_s=1,
     )
     policy = await restarted.start({"v1": 100})
     assert policy.weights == (("v1", 10), ("v2", 90), ("v3", 0))
@@ -109,8 +119,13 @@ async def test_persisted_policy_naming_a_removed_version_refuses_start(setup):
     controller, sink, store = setup
     await controller.set_weights({"v2": 100}, reason="x", actor="op")
     restarted = TrafficController(
-        model="credit", versions=["v1"], stable="v1", store=store, sink=sink,
-        metrics=AgentMetrics("credit"), ack_timeout_s=1,
+        model="credit",
+        versions=["v1"],
+        stable="v1",
+        store=store,
+        sink=sink,
+        metrics=AgentMetrics("credit"),
+        ack_timeout_s=1,
     )
     with pytest.raises(ValueError, match="v2"):
         await restarted.start({"v1": 100})

@@ -19,8 +19,13 @@ async def client(tmp_path: Path):
     store = await SqliteStateStore.open(tmp_path / "s.db")
     sink = ScriptedSink(store)
     controller = TrafficController(
-        model="credit", versions=config.tags, stable="v1", store=store, sink=sink,
-        metrics=AgentMetrics("credit"), ack_timeout_s=1,
+        model="credit",
+        versions=config.tags,
+        stable="v1",
+        store=store,
+        sink=sink,
+        metrics=AgentMetrics("credit"),
+        ack_timeout_s=1,
     )
     await controller.start(config.starting_weights())
     app = make_control_app(controller, StatusView(config, controller, None), "s3cret")
@@ -44,13 +49,16 @@ async def test_without_valid_token_refused_and_nothing_changes(client, headers):
 
 async def test_set_weights_and_status(client):
     c, sink = client
-    resp = await c.post("/v1/traffic", json={"weights": [{"version": "v2", "weight": 100}], "reason": "t"}, headers=AUTH)
+    resp = await c.post(
+        "/v1/traffic", json={"weights": [{"version": "v2", "weight": 100}], "reason": "t"}, headers=AUTH
+    )
     body = await resp.json()
     assert resp.status == 200, body
     assert body["changed"] and body["acks"][0]["node_id"] == "envoy-1"
     status = await (await c.get("/v1/status", headers=AUTH)).json()
     assert [(v["version"], v["desired_weight"], v["served_weight"]) for v in status["versions"]] == [
-        ("v1", 0, 0), ("v2", 100, 100)
+        ("v1", 0, 0),
+        ("v2", 100, 100),
     ]
 
 

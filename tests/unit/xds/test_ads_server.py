@@ -59,7 +59,9 @@ class FakeEnvoy:
             self.accepted[resp.type_url] = resp.version_info
             self.requests.put_nowait(
                 discovery_pb2.DiscoveryRequest(
-                    type_url=resp.type_url, version_info=resp.version_info, response_nonce=resp.nonce,
+                    type_url=resp.type_url,
+                    version_info=resp.version_info,
+                    response_nonce=resp.nonce,
                     resource_names=names,
                 )
             )

@@ -1,0 +1,445 @@
+"""The rollback procedure: select a target, validate it, warm it, switch, confirm, verify, archive, mark.
+
+Every trigger (rule verdict, alert, operator) arrives as a TriggerEvent. Safety comes first: a rollback never moves
+traffic to a target that failed a check; with no eligible target the agent escalates and keeps the routing it has.
+Archiving starts with the decision and runs beside the switch, never delaying it. Verification runs after the
+switch, in the background, so the switch itself is never held up by the verification window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from google.protobuf import json_format
+
+from agent.domain.records import policy_to_pb, timestamp
+from agent.engine.decisions import Action, Cause, Decision, DecisionOutcome, TriggerEvent
+from agent.engine.traffic import ChangeResult, TrafficChangeError, TrafficController
+from agent.pb.rollback_agent.v1 import audit_pb2
+from agent.ports.rollback import (
+    Archiver,
+    ArchiveResult,
+    ForensicInputs,
+    TargetHealth,
+    TrafficConfirmer,
+    Verifier,
+    Warmer,
+    WarmUpError,
+)
+from agent.ports.store import StateStore
+from agent.telemetry import AgentMetrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetCandidate:
+    version: str
+    # Static incompatibilities (requirements vs pod constraints, feature schema); empty = compatible.
+    incompatibilities: tuple[str, ...] = ()
+
+
+class TargetPlanner(Protocol):
+    async def targets(self, failing: str, operator_choice: str | None) -> Sequence[TargetCandidate]:
+        """Eligible rollback targets, best first, each with its static compatibility verdict."""
+        ...
+
+    async def mark_failed(self, version: str, reason: str, actor: str) -> str:
+        """Mark the failing version (never promoted again automatically); returns its previous status."""
+        ...
+
+    async def mark_verified(self, version: str, detail: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackSettings:
+    cooldown_s: float = 300.0
+    max_per_hour: int = 3
+    verify_window_s: float = 60.0
+    on_verification_failure: str = "escalate"  # or "next_target"
+    warm_timeout_s: float = 120.0
+    confirm_timeout_s: float = 5.0
+    health_max_age_s: float = 3.0
+
+
+@dataclass
+class _PhaseClock:
+    phases: list[audit_pb2.Phase] = field(default_factory=list)
+    wall: Callable[[], float] = time.time
+    perf: Callable[[], float] = time.perf_counter
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[audit_pb2.Phase]:
+        started_wall, started = self.wall(), self.perf()
+        record = audit_pb2.Phase(name=name, started_at=timestamp(started_wall), outcome="ok")
+        try:
+            yield record
+        except BaseException as exc:
+            record.outcome = "failed"
+            record.detail = record.detail or str(exc)
+            raise
+        finally:
+            record.duration_ms = (self.perf() - started) * 1000.0
+            self.phases.append(record)
+
+    def add(self, name: str, duration_ms: float, outcome: str, detail: str = "") -> None:
+        self.phases.append(
+            audit_pb2.Phase(
+                name=name,
+                started_at=timestamp(self.wall() - duration_ms / 1000.0),
+                duration_ms=duration_ms,
+                outcome=outcome,
+                detail=detail,
+            )
+        )
+
+
+class RollbackOrchestrator:
+    def __init__(
+        self,
+        *,
+        traffic: TrafficController,
+        planner: TargetPlanner,
+        health: TargetHealth,
+        warmer: Warmer,
+        confirmer: TrafficConfirmer,
+        verifier: Verifier,
+        archiver: Archiver,
+        store: StateStore,
+        metrics: AgentMetrics,
+        settings: RollbackSettings,
+        wall_clock: Callable[[], float] = time.time,
+        perf_clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self._traffic = traffic
+        self._planner = planner
+        self._health = health
+        self._warmer = warmer
+        self._confirmer = confirmer
+        self._verifier = verifier
+        self._archiver = archiver
+        self._store = store
+        self._metrics = metrics
+        self.settings = settings
+        self._wall = wall_clock
+        self._perf = perf_clock
+        self._lock = asyncio.Lock()
+        self._recent: deque[float] = deque()  # wall times of automatic rollbacks, for the hourly cap
+        self._last_rollback_at: float | None = None
+        self._seen: dict[str, float] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self.holds: dict[str, str] = {}  # version -> why promotion is held
+        self.escalations: deque[str] = deque(maxlen=20)
+
+    async def handle(self, event: TriggerEvent) -> Decision:
+        entered = self._perf()
+        if event.dedupe_key:
+            if event.dedupe_key in self._seen:
+                return Decision(
+                    DecisionOutcome.SUPPRESSED, f"duplicate of an event already handled ({event.dedupe_key})"
+                )
+            self._seen[event.dedupe_key] = self._wall()
+            if len(self._seen) > 10_000:
+                for key in list(self._seen)[:5_000]:
+                    del self._seen[key]
+        if event.resolved:
+            return self._release_hold(event)
+        failing = self._failing_version(event)
+        if failing is None:
+            return Decision(DecisionOutcome.RECORDED, self._nothing_to_do(event))
+        if event.action is Action.ALERT:
+            log.warning("alert-only trigger for %s: %s", failing, event.summary)
+            return Decision(DecisionOutcome.RECORDED, f"alert only: {event.summary}")
+        if event.action is Action.HOLD:
+            self.holds[failing] = event.summary
+            log.warning("promotion of %s held: %s", failing, event.summary)
+            return Decision(DecisionOutcome.HELD, f"promotion of {failing} held: {event.summary}")
+        async with self._lock:
+            # The world may have changed while we waited for the lock (another rollback finished).
+            failing = self._failing_version(event)
+            if failing is None:
+                return Decision(DecisionOutcome.RECORDED, self._nothing_to_do(event))
+            suppressed = self._suppression(event)
+            if suppressed:
+                self._metrics.rollbacks.labels(self._traffic.model, event.cause.value, "suppressed").inc()
+                await self._record_suppressed(event, failing, suppressed)
+                log.warning("rollback of %s suppressed: %s (%s)", failing, suppressed, event.summary)
+                return Decision(DecisionOutcome.SUPPRESSED, suppressed)
+            return await self._rollback(event, failing, entered)
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        for task in list(self._background):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def _failing_version(self, event: TriggerEvent) -> str | None:
+        policy = self._traffic.desired
+        if event.version is not None:
+            return event.version if policy.weight(event.version) > 0 else None
+        serving = [v for v in policy.serving() if v != self._traffic.stable]
+        return serving[0] if serving else None
+
+    def _nothing_to_do(self, event: TriggerEvent) -> str:
+        policy = self._traffic.desired
+        who = event.version or "a non-stable version"
+        return f"{who} receives no traffic (serving {dict(policy.weights)}); nothing to roll back: {event.summary}"
+
+    def _suppression(self, event: TriggerEvent) -> str:
+        if event.cause is Cause.OPERATOR:
+            return ""
+        if self._traffic.automation.paused:
+            return f"automation paused by an operator ({self._traffic.automation.reason})"
+        now = self._wall()
+        if self._last_rollback_at is not None and now - self._last_rollback_at < self.settings.cooldown_s:
+            left = self.settings.cooldown_s - (now - self._last_rollback_at)
+            return f"cooldown: the last rollback was {now - self._last_rollback_at:.0f}s ago ({left:.0f}s left)"
+        while self._recent and now - self._recent[0] > 3600:
+            self._recent.popleft()
+        if len(self._recent) >= self.settings.max_per_hour:
+            return (
+                f"rate cap: {len(self._recent)} automatic rollbacks in the last hour (max {self.settings.max_per_hour})"
+            )
+        return ""
+
+    async def _rollback(self, event: TriggerEvent, failing: str, entered: float) -> Decision:
+        rollback_id = uuid.uuid4().hex[:12]
+        clock = _PhaseClock(wall=self._wall, perf=self._perf)
+        clock.add("detect", (self._perf() - entered) * 1000.0, "ok", event.summary)
+        previous = self._traffic.desired
+        record = audit_pb2.Rollback(
+            rollback_id=rollback_id,
+            from_version=failing,
+            trigger=event.record,
+            from_policy=policy_to_pb(previous),
+        )
+        operator_choice = event.target if event.cause is Cause.OPERATOR else None
+        with clock.phase("select") as phase:
+            candidates = await self._planner.targets(failing, operator_choice)
+            phase.detail = ", ".join(c.version for c in candidates) or "no verified version older than " + failing
+        archive_task = asyncio.create_task(self._archive(rollback_id, failing, event), name=f"archive-{rollback_id}")
+        target: str | None = None
+        with clock.phase("validate") as phase:
+            for candidate in candidates:
+                reason = await self._validate(candidate)
+                if reason:
+                    record.skipped.append(audit_pb2.SkippedTarget(version=candidate.version, reason=reason))
+                    log.warning("rollback %s: target %s skipped: %s", rollback_id, candidate.version, reason)
+                    continue
+                target = candidate.version
+                break
+            phase.detail = f"target {target}" if target else "no eligible target"
+            if target is None:
+                phase.outcome = "failed"
+        if target is None:
+            detail = "no eligible rollback target: " + (
+                "; ".join(f"{s.version}: {s.reason}" for s in record.skipped) or "none verified"
+            )
+            return await self._escalate(record, clock, event, "no_eligible_target", detail, archive_task)
+        record.to_version = target
+        if not await self._health.is_loaded(target):
+            with clock.phase("warm") as phase:
+                try:
+                    await self._warmer.warm(target, self.settings.warm_timeout_s)
+                except WarmUpError as exc:
+                    phase.outcome, phase.detail = "failed", str(exc)
+            if clock.phases[-1].outcome == "failed":
+                record.skipped.append(audit_pb2.SkippedTarget(version=target, reason=clock.phases[-1].detail))
+                return await self._escalate(
+                    record, clock, event, "no_eligible_target", f"warm-up of {target} failed", archive_task
+                )
+        else:
+            clock.add("warm", 0.0, "skipped", f"{target} already loaded")
+        change: ChangeResult | None = None
+        with clock.phase("switch") as phase:
+            try:
+                change = await self._traffic.set_weights(
+                    {target: 100},
+                    reason=f"rollback {rollback_id}: {event.summary}",
+                    actor=self._actor(event),
+                    entered_at=entered,
+                )
+                nodes = ", ".join(c.node for c in change.confirmations)
+                phase.detail = f"route {change.route_version} ACKed by {nodes}"
+            except TrafficChangeError as exc:
+                phase.outcome, phase.detail = "failed", str(exc)
+        if change is None:
+            return await self._escalate(record, clock, event, "switch_failed", clock.phases[-1].detail, archive_task)
+        record.to_policy.CopyFrom(policy_to_pb(change.policy))
+        clock.add("ack", change.decision_to_ack_ms, "ok", f"decision to ACK {change.decision_to_ack_ms:.1f} ms")
+        self._last_rollback_at = self._wall()
+        if event.cause is not Cause.OPERATOR:
+            self._recent.append(self._last_rollback_at)
+        with clock.phase("mark") as phase:
+            previous_status = await self._planner.mark_failed(
+                failing, f"rollback {rollback_id}: {event.summary}", self._actor(event)
+            )
+            phase.detail = f"{failing}: {previous_status} -> failed"
+        log.warning(
+            "rollback %s: %s -> %s in %.1f ms (%s)",
+            rollback_id,
+            failing,
+            target,
+            (self._perf() - entered) * 1000.0,
+            event.summary,
+        )
+        self._spawn(self._after_switch(record, clock, event, target, archive_task), f"verify-{rollback_id}")
+        return Decision(DecisionOutcome.ROLLED_BACK, f"rolled back {failing} -> {target}", rollback_id)
+
+    async def _validate(self, candidate: TargetCandidate) -> str:
+        if candidate.incompatibilities:
+            return "incompatible: " + "; ".join(candidate.incompatibilities)
+        checks = await self._health.live_checks(candidate.version, max_age_s=self.settings.health_max_age_s)
+        failed = [c for c in checks if not c.passed and c.name != "model_loaded"]
+        if failed:
+            return "unhealthy: " + "; ".join(f"{c.name}: {c.detail}" for c in failed)
+        return ""
+
+    async def _after_switch(
+        self,
+        record: audit_pb2.Rollback,
+        clock: _PhaseClock,
+        event: TriggerEvent,
+        target: str,
+        archive_task: asyncio.Task[ArchiveResult | None],
+    ) -> None:
+        with clock.phase("confirm") as phase:
+            ok, detail = await self._confirmer.confirm(target, self.settings.confirm_timeout_s)
+            phase.outcome, phase.detail = ("ok" if ok else "failed"), detail
+        with clock.phase("verify") as phase:
+            result = await self._verifier.verify(target, self.settings.verify_window_s)
+            phase.detail = result.detail
+            phase.outcome = {True: "ok", False: "failed", None: "skipped"}[result.passed]
+        await self._finish_archive(record, clock, archive_task)
+        model = self._traffic.model
+        if result.passed is False:
+            self._metrics.verifications.labels(model, "failed").inc()
+            record.outcome = "verification_failed"
+            record.detail = f"{target} failed verification after the rollback: {result.detail}"
+            self._escalation(model, "verification_failed", record.detail)
+        else:
+            self._metrics.verifications.labels(model, "passed" if result.passed else "inconclusive").inc()
+            record.outcome = "recovered"
+            record.detail = result.detail
+            if result.passed:
+                await self._planner.mark_verified(
+                    target, f"verified after rollback {record.rollback_id}: {result.detail}"
+                )
+        await self._write(record, clock, event)
+        if result.passed is False and self.settings.on_verification_failure == "next_target":
+            follow_up = TriggerEvent(
+                cause=event.cause,
+                action=Action.ROLLBACK,
+                version=target,
+                summary=f"verification of {target} failed after rollback {record.rollback_id}: {result.detail}",
+                record=event.record,
+            )
+            async with self._lock:
+                self._last_rollback_at = None  # the follow-up is part of the same incident
+                failing = self._failing_version(follow_up)
+                if failing is not None:
+                    await self._rollback(follow_up, failing, self._perf())
+
+    async def _escalate(
+        self,
+        record: audit_pb2.Rollback,
+        clock: _PhaseClock,
+        event: TriggerEvent,
+        outcome: str,
+        detail: str,
+        archive_task: asyncio.Task[ArchiveResult | None],
+    ) -> Decision:
+        record.outcome, record.detail = outcome, detail
+        self._escalation(self._traffic.model, outcome, detail)
+        await self._finish_archive(record, clock, archive_task)
+        await self._write(record, clock, event)
+        return Decision(DecisionOutcome.FAILED, f"escalated: {detail}; traffic unchanged", record.rollback_id)
+
+    def _escalation(self, model: str, reason: str, detail: str) -> None:
+        self._metrics.escalations.labels(model, reason).inc()
+        self.escalations.append(detail)
+        log.error("ESCALATION (%s): %s", reason, detail)
+
+    async def _archive(self, rollback_id: str, failing: str, event: TriggerEvent) -> ArchiveResult | None:
+        try:
+            return await self._archiver.archive(
+                ForensicInputs(
+                    rollback_id=rollback_id,
+                    model=self._traffic.model,
+                    failing_version=failing,
+                    target_version="",
+                    trigger_summary=event.summary,
+                    trigger=json_format.MessageToDict(event.record, preserving_proto_field_name=True),
+                )
+            )
+        except Exception:
+            log.exception("forensic archive of rollback %s failed", rollback_id)
+            return None
+
+    async def _finish_archive(
+        self, record: audit_pb2.Rollback, clock: _PhaseClock, task: asyncio.Task[ArchiveResult | None]
+    ) -> None:
+        started = self._perf()
+        result = await task
+        waited = (self._perf() - started) * 1000.0
+        if result is None:
+            clock.add("archive", waited, "failed", "see the agent log")
+            return
+        record.archive_path, record.archive_sha256 = result.path, result.sha256
+        clock.add("archive", waited, "ok", f"{result.files} files, {result.bytes} bytes at {result.path}")
+
+    async def _write(self, record: audit_pb2.Rollback, clock: _PhaseClock, event: TriggerEvent) -> None:
+        record.phases.extend(clock.phases)
+        for phase in clock.phases:
+            self._metrics.rollback_phase.labels(self._traffic.model, phase.name).observe(phase.duration_ms / 1000.0)
+        self._metrics.rollbacks.labels(self._traffic.model, event.cause.value, record.outcome).inc()
+        audit = audit_pb2.AuditRecord(rollback=record, model=self._traffic.model, actor=self._actor(event))
+        audit.at.CopyFrom(timestamp(self._wall()))
+        await self._store.append_audit(audit)
+
+    async def _record_suppressed(self, event: TriggerEvent, failing: str, why: str) -> None:
+        record = audit_pb2.Rollback(
+            rollback_id=uuid.uuid4().hex[:12],
+            from_version=failing,
+            trigger=event.record,
+            outcome="suppressed",
+            detail=why,
+            from_policy=policy_to_pb(self._traffic.desired),
+        )
+        audit = audit_pb2.AuditRecord(rollback=record, model=self._traffic.model, actor=self._actor(event))
+        audit.at.CopyFrom(timestamp(self._wall()))
+        await self._store.append_audit(audit)
+
+    def _release_hold(self, event: TriggerEvent) -> Decision:
+        version = event.version
+        released = [v for v in self.holds if version is None or v == version]
+        for v in released:
+            del self.holds[v]
+        if released:
+            return Decision(DecisionOutcome.HOLD_RELEASED, f"hold on {', '.join(released)} released: {event.summary}")
+        return Decision(DecisionOutcome.RECORDED, f"resolved: {event.summary}; no traffic moves on a resolved alert")
+
+    @staticmethod
+    def _actor(event: TriggerEvent) -> str:
+        which = event.record.WhichOneof("source")
+        if which == "rule":
+            return f"rule:{event.record.rule.rule}"
+        if which == "alert":
+            return f"alert:{event.record.alert.alertname}"
+        if which == "operator":
+            return f"operator:{event.record.operator.identity}"
+        return event.cause.value
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
