@@ -105,7 +105,7 @@ async def test_several_envoys_all_ack_each_change(stack):
     await stack.wait_ready_async()
     change = await stack.set_weights(v1=0, v2=100)
     assert sorted(a["node_id"] for a in change["acks"]) == ["envoy-a", "envoy-b"]
-    status, body = await stack.control("GET", "/v1/status")
+    _status, body = await stack.control("GET", "/v1/status")
     assert all(e["in_sync"] for e in body["envoys"]) and len(body["envoys"]) == 2
 
 

@@ -89,7 +89,7 @@ async def test_timeout_keeps_the_change_stored_for_connect(setup):
     [({"v3": 1}, "unknown version"), ({"v1": 0}, "more than 0"), ({"v1": -1}, "whole number")],
 )
 async def test_invalid_request_changes_nothing(setup, weights, message):
-    controller, sink, store = setup
+    controller, sink, _store = setup
     with pytest.raises(TrafficChangeError, match=message):
         await controller.set_weights(weights, reason="x", actor="op")
     assert sink.applied == [] and controller.desired.revision == 1
@@ -132,7 +132,7 @@ async def test_persisted_policy_naming_a_removed_version_refuses_start(setup):
 
 
 async def test_pause_is_persisted_and_audited(setup):
-    controller, sink, store = setup
+    controller, _sink, store = setup
     await controller.set_paused(True, reason="maintenance", actor="op")
     assert controller.automation.paused
     assert await store.get_setting("automation_paused") == "maintenance"

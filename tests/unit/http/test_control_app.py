@@ -48,7 +48,7 @@ async def test_without_valid_token_refused_and_nothing_changes(client, headers):
 
 
 async def test_set_weights_and_status(client):
-    c, sink = client
+    c, _sink = client
     resp = await c.post(
         "/v1/traffic", json={"weights": [{"version": "v2", "weight": 100}], "reason": "t"}, headers=AUTH
     )

@@ -4,15 +4,16 @@ import asyncio
 
 import grpc
 import pytest
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.rpc import status_pb2
 
 from agent.adapters.xds.cache import SnapshotCache
 from agent.adapters.xds.resources import CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE
 from agent.adapters.xds.route_sink import XdsRouteSink
 from agent.adapters.xds.server import start_xds_server
 from agent.ports.route_sink import RouteRejectedError, RouteTimeoutError
-from envoy.config.core.v3 import base_pb2
-from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
-from google.rpc import status_pb2
+from harness.wait import async_wait_until
 from tests.unit.xds.helpers import TOPOLOGY
 
 
@@ -93,11 +94,8 @@ async def plane():
     await server.stop(None)
 
 
-async def wait_for(predicate, timeout=3.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
+async def wait_for(predicate):
+    await async_wait_until(predicate, 3.0, interval_s=0.005, what="xDS state")
 
 
 async def test_apply_returns_after_every_envoy_acked(plane):

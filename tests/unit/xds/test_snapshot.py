@@ -1,8 +1,8 @@
 import pytest
+from envoy.config.route.v3 import route_pb2
 
 from agent.adapters.xds.resources import CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE, build_cluster, build_listener
 from agent.adapters.xds.snapshot import InconsistentSnapshotError, assemble_snapshot, build_snapshot
-from envoy.config.route.v3 import route_pb2
 from tests.unit.xds.helpers import TOPOLOGY
 
 
