@@ -197,7 +197,9 @@ class Results:
             return {}
         return {q: lat[min(len(lat) - 1, max(0, int(q * len(lat) + 0.5) - 1))] for q in qs}
 
-    def first_time_all_from(self, version: str, after_t: float, *, ok_only: bool = False) -> float | None:
+    def first_time_all_from(
+        self, version: str, after_t: float, *, until: float | None = None, ok_only: bool = False
+    ) -> float | None:
         """The first moment after `after_t` from which EVERY request was answered by `version`.
 
         Precisely: order the requests sent at or after `after_t` by send time. The answer is the send time of
@@ -214,13 +216,16 @@ class Results:
 
         Details: a failed request (no response, or no version header) breaks the run like a wrong version.
         Ties in send time count as "sent together": R must not share its send time with a non-matching
-        request. Requests sent at or after `horizon` (the oldest request still in flight at snapshot time) are
+        request. `until` bounds the window (e.g. the next switch's decision). Requests sent at or after `horizon` (the oldest request still in flight at snapshot time) are
         ignored, because an in-flight request could still come back from the old version; stop the generator
         (or let it drain) before asking for a final answer.
         """
         lo = _to_ns(after_t)
         assert lo is not None
         hi = self.horizon_ns
+        bound = _to_ns(until)
+        if bound is not None:
+            hi = bound if hi is None else min(hi, bound)
         target = self._versions.index(version) if version in self._versions else -2
         sent, ver, st = self._sent, self._ver, self._status
         idx = [i for i in range(len(sent)) if sent[i] >= lo and (hi is None or sent[i] < hi)]
