@@ -216,7 +216,8 @@ class Results:
 
         Details: a failed request (no response, or no version header) breaks the run like a wrong version.
         Ties in send time count as "sent together": R must not share its send time with a non-matching
-        request. `until` bounds the window (e.g. the next switch's decision). Requests sent at or after `horizon` (the oldest request still in flight at snapshot time) are
+        request. `until` bounds the window (e.g. the next switch's decision).
+        Requests sent at or after `horizon` (the oldest request still in flight at snapshot time) are
         ignored, because an in-flight request could still come back from the old version; stop the generator
         (or let it drain) before asking for a final answer.
         """

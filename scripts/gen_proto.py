@@ -26,8 +26,9 @@ def generate(out: Path) -> None:
         raise SystemExit("protoc failed")
     # protoc writes absolute imports (rollback_agent.v1...); anchor them under agent.pb.
     for path in out.rglob("*.py*"):
-        text = re.sub(r"^from rollback_agent\.v1 import", "from agent.pb.rollback_agent.v1 import",
-                      path.read_text(), flags=re.M)
+        text = re.sub(
+            r"^from rollback_agent\.v1 import", "from agent.pb.rollback_agent.v1 import", path.read_text(), flags=re.M
+        )
         path.write_text(text)
     for package in [out, *(d for d in out.rglob("*") if d.is_dir())]:
         (package / "__init__.py").touch()
