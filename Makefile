@@ -1,0 +1,45 @@
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint unit integration bench proto system-deps clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,helm]'
+	touch $(STAMP)
+
+system-deps:
+	./scripts/install-system-deps.sh
+
+demo: install
+	$(PY) demo/run.py
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check agent model_metrics harness refserver bench demo scripts
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+	$(PY) scripts/gen_proto.py --check
+
+unit: install
+	$(VENV)/bin/pytest -q tests/unit
+
+integration: install system-deps
+	$(VENV)/bin/pytest -q tests/integration
+
+test: install system-deps lint
+	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=15 tests
+
+bench: install
+	$(PY) bench/failover.py
+
+proto: install
+	$(PY) scripts/gen_proto.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -1,0 +1,173 @@
+"""`make demo`: the sidecar end to end on the embedded defaults, on this machine only (127.0.0.1).
+
+Starts two versions of the reference model server, the agent and a real Envoy, sends steady traffic through Envoy,
+and tells the story live: v1 is stable; traffic moves to v2 and back through the agent's CLI, each switch timed.
+With --auto (the default once rules exist), v2 then becomes the candidate, a fault appears in v2, and the agent
+detects it and rolls back by itself, printing the verdict and the time from fault to recovery.
+Every process it starts is stopped when it ends, whatever happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from harness.agent import start_agent, wait_http_ready  # noqa: E402
+from harness.bootstraps import agent_bootstrap  # noqa: E402
+from harness.envoy import EnvoyProcess  # noqa: E402
+from harness.load import TrafficGenerator  # noqa: E402
+from harness.ports import free_ports  # noqa: E402
+from harness.refserver import RefServer  # noqa: E402
+from refserver.client import sample_request  # noqa: E402
+
+MODEL = "credit-scorer"
+TOKEN = "demo-token"
+WORK = ROOT / ".demo"
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def cli(*args: str) -> tuple[int, str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", *args, "--config", str(WORK / "agent.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "ROLLBACK_AGENT_TOKEN": TOKEN},
+        timeout=60,
+    )
+    return proc.returncode, (proc.stdout + proc.stderr).strip()
+
+
+class LiveView:
+    """Prints, every interval, which versions answered the requests sent in that interval."""
+
+    def __init__(self, generator: TrafficGenerator, interval_s: float = 0.5) -> None:
+        self.generator = generator
+        self.interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            start = time.monotonic()
+            await asyncio.sleep(self.interval_s)
+            snap = self.generator.snapshot()
+            counts = snap.counts_by_version(since=start - self.interval_s, until=start)
+            failed = len(snap.failed(since=start - self.interval_s, until=start))
+            total = sum(counts.values()) or 1
+            bar = "  ".join(f"{v}: {100 * c / total:5.1f}%" for v, c in sorted(counts.items(), key=str))
+            say(f"    live  {bar}   ({total} req, {failed} failed)")
+
+    def __enter__(self) -> LiveView:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task:
+            self._task.cancel()
+
+
+async def timed_switch(generator: TrafficGenerator, target: str, args: list[str]) -> None:
+    say("    $ rollback-agent " + " ".join(args))
+    code, out = await asyncio.to_thread(cli, *args, "--json")
+    if code != 0:
+        raise SystemExit(f"the CLI failed ({code}): {out}")
+    change = json.loads(out)
+    weights = " ".join(f"{w['version']}={w['weight']}" for w in change["policy"]["weights"])
+    say(f"      traffic moved to {weights}; Envoy ACKed in {change['decision_to_ack_ms']:.1f} ms")
+    # The agent stamps the decision with the wall clock; the traffic log uses the monotonic clock.
+    decided_wall = datetime.fromisoformat(change["policy"]["changed_at"]).timestamp()
+    decided = decided_wall - (time.time() - time.monotonic())
+    await asyncio.sleep(0.6)
+    first = generator.snapshot().first_time_all_from(target, decided)
+    if first is not None:
+        say(f"      every request sent {1000 * max(first - decided, 0.0):.1f} ms after the decision went to {target}")
+
+
+async def story(ports: dict[str, int], auto: bool) -> int:
+    bodies = [json.dumps(sample_request(1, seed=i)).encode() for i in range(64)]
+    generator = TrafficGenerator(
+        f"http://127.0.0.1:{ports['listener']}/v2/models/{MODEL}/infer",
+        lambda i: bodies[i % len(bodies)],
+        rate_per_s=200,
+        concurrency=8,
+    )
+    async with generator:
+        say("\n== steady traffic through Envoy: 200 requests/s, v1 (stable) serving")
+        with LiveView(generator):
+            await asyncio.sleep(1.6)
+            say("\n== move all traffic to v2")
+            await timed_switch(generator, "v2", ["set-weights", "v1=0", "v2=100", "--reason", "demo: try v2"])
+            await asyncio.sleep(1.1)
+            say("\n== back to v1, the stable version")
+            await timed_switch(generator, "v1", ["rollback", "--reason", "demo: back to stable"])
+            await asyncio.sleep(1.1)
+        results = generator.results
+    failed = len(results.failed())
+    say(f"\n== {len(results)} requests, {failed} failed")
+    _code, out = cli("status")
+    say(out)
+    return 0 if failed == 0 else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--no-auto", action="store_true", help="only the manual switches")
+    args = parser.parse_args()
+    shutil.rmtree(WORK, ignore_errors=True)
+    (WORK / "logs").mkdir(parents=True)
+    names = ("listener", "admin", "xds", "http", "control")
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
+    with ExitStack() as stack:
+        say("== starting two versions of the reference model server (a scikit-learn model, OIP v2)")
+        servers = {v: stack.enter_context(RefServer(MODEL, v, None, WORK / "logs").start(60)) for v in ("v1", "v2")}
+        config: dict[str, Any] = {
+            "model": {"name": MODEL, "tier": "critical"},
+            "versions": [{"tag": v, "endpoint": f"127.0.0.1:{s.port}"} for v, s in servers.items()],
+            "stable": "v1",
+            "candidate": "v2",
+            "envoy": {"listener": {"port": ports["listener"]}, "admin": {"port": ports["admin"]}},
+            "xds": {"port": ports["xds"]},
+            "http": {"port": ports["http"]},
+            "control": {"listen": {"port": ports["control"]}},
+            "state_dir": str(WORK / "state"),
+        }
+        (WORK / "agent.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        say(f"== starting the agent (config {WORK / 'agent.yaml'}) and a real Envoy 1.40")
+        agent = stack.enter_context(start_agent(WORK / "agent.yaml", WORK / "logs", {"ROLLBACK_AGENT_TOKEN": TOKEN}))
+        wait_http_ready(f"http://127.0.0.1:{ports['http']}/healthz", 30, process=agent)
+        bootstrap = agent_bootstrap(
+            xds_port=ports["xds"],
+            node_id="demo-sidecar",
+            node_cluster=MODEL,
+            xds_host="127.0.0.1",
+            admin_port=ports["admin"],
+            admin_host="127.0.0.1",
+        )
+        stack.enter_context(EnvoyProcess(bootstrap, work_dir=WORK / "envoy", log_dir=WORK / "logs").start(30))
+        wait_http_ready(f"http://127.0.0.1:{ports['http']}/readyz", 30, process=agent)
+        say("   agent ready: Envoy ACKed its config")
+        code = asyncio.run(story(ports, auto=not args.no_auto))
+    say(f"\n== all processes stopped; logs in {WORK / 'logs'}")
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
