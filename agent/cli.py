@@ -48,6 +48,39 @@ def _parser() -> argparse.ArgumentParser:
     boot.add_argument("--node-id", default=None, help="Envoy node id (default: MODEL-sidecar, or $HOSTNAME)")
     boot.add_argument("--xds-host", default=None, help="address Envoy dials for xDS (default: the xds.address)")
 
+    rules = sub.add_parser("rules", help="rule files")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="SUBCOMMAND")
+    rules_check = rules_sub.add_parser("check", help="validate rule files: every error names the file and line")
+    rules_check.add_argument("files", nargs="+", type=Path)
+    rules_check.add_argument("--tier", choices=["critical", "experimental"], help="resolve against this tier only")
+    rules_check.add_argument("--tiers-dir", type=Path, help="tier profiles (default: the shipped rules/tiers)")
+
+    def offline(name: str, help_text: str, parent: Any = sub) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(name, help=help_text)
+        p.add_argument("--config", "-c", type=Path, required=True, help="agent config file (state dir, registry)")
+        return p
+
+    versions = offline("versions", "list the model's versions (registry + runtime statuses)")
+    versions.add_argument("action", nargs="?", choices=["show"], help="show one version in full")
+    versions.add_argument("tag", nargs="?")
+    history = offline("history", "traffic changes, or what served at a moment (--at)")
+    history.add_argument("--at", help="RFC 3339 time or an age such as 2h, 7d: which version(s) served then")
+    history.add_argument("--since", help="only changes since (RFC 3339 or an age)")
+    report = offline("report", "compliance report: versions, provenance, evidence, every rollback and why")
+    report.add_argument("--model", help="the model (default: the config's)")
+    report.add_argument("--since", help="RFC 3339 time or an age such as 30d")
+    report.add_argument("--format", choices=["md", "html", "json"], default="md")
+    report.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
+    audit = sub.add_parser("audit", help="the audit trail")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="SUBCOMMAND")
+    offline("verify", "check the hash chain: any edited, removed or reordered record is reported", audit_sub)
+    quarantine = sub.add_parser("quarantine", help="version quarantine")
+    quarantine_sub = quarantine.add_subparsers(dest="quarantine_command", required=True, metavar="SUBCOMMAND")
+    clear = offline("clear", "end the quarantine of a version (operator action, audited)", quarantine_sub)
+    clear.add_argument("tag")
+    clear.add_argument("--reason", required=True)
+    clear.add_argument("--actor", default=os.environ.get("USER", "operator"))
+
     def client(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--config", "-c", type=Path, help="agent config file: where the control API listens")
@@ -83,6 +116,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "bootstrap":
             return _bootstrap(args)
+        if args.command == "rules":
+            return _rules_check(args)
+        if args.command in ("versions", "history", "report", "audit", "quarantine"):
+            from agent.cli_records import run_offline
+
+            return asyncio.run(run_offline(args))
         return _client(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -95,9 +134,13 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    from agent.log_buffer import RecentLogHandler
+
+    log_tail = RecentLogHandler()
+    logging.getLogger().addHandler(log_tail)
     config = load_config(args.config)
     try:
-        return asyncio.run(run_agent(config, dry_run=args.dry_run))
+        return asyncio.run(run_agent(config, dry_run=args.dry_run, log_tail=log_tail))
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -115,6 +158,18 @@ def _bootstrap(args: argparse.Namespace) -> int:
         admin_port=config.envoy.admin.port,
     )
     print(yaml.safe_dump(bootstrap, sort_keys=False), end="")
+    return EXIT_OK
+
+
+def _rules_check(args: argparse.Namespace) -> int:
+    from agent.triggers.loader import check_rule_files
+
+    errors = check_rule_files(args.files, tier=args.tier, tiers_dir=args.tiers_dir)
+    for error in errors:
+        print(error, file=sys.stderr)
+    if errors:
+        return EXIT_FAILED
+    print(f"{len(args.files)} rule file(s) ok")
     return EXIT_OK
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from agent.alerts.config import AlertsConfig
 
 VERSION_TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 
@@ -82,6 +84,58 @@ class ControlSection(_Strict):
     token_env: str = "ROLLBACK_AGENT_TOKEN"
 
 
+class GoldenInference(_Strict):
+    """A request with a known answer: the version must still give it (within tolerance)."""
+
+    request: dict[str, Any]  # an OIP v2 infer request body
+    output: str = "predict"
+    expect: Annotated[list[float], Field(min_length=1)]
+    tolerance: Annotated[float, Field(ge=0)] = 0.0
+
+
+class ProbesSection(_Strict):
+    oip_model: str | None = None  # the model name in OIP paths (default: model.name)
+    golden: GoldenInference | None = None
+    pipeline_url: str | None = None  # feature pipeline connectivity: HTTP GET, 2xx = reachable
+    golden_interval_s: Annotated[float, Field(gt=0)] = 5.0
+    timeout_s: Annotated[float, Field(gt=0, le=30)] = 0.5
+
+
+class SignalsSection(_Strict):
+    interval_s: Annotated[float, Field(ge=0.1, le=60)] = 1.0
+    timeout_s: Annotated[float, Field(gt=0, le=30)] = 0.8
+    envoy_stats: bool = True
+    model_metrics: bool = True
+    health: bool = True
+    history_s: Annotated[float, Field(ge=60, le=7 * 86400)] = 3600.0
+
+
+class RulesSection(_Strict):
+    file: Path | None = None  # a rule file (YAML); none: no automatic decisions, only operator actions
+    tiers_dir: Path | None = None  # default: the shipped rules/tiers
+    reload_interval_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
+
+
+class RollbackSection(_Strict):
+    cooldown_s: Annotated[float, Field(ge=0)] = 300.0
+    max_per_hour: Annotated[int, Field(ge=0)] = 3
+    verify_window_s: Annotated[float, Field(ge=0)] = 60.0
+    on_verification_failure: Literal["escalate", "next_target"] = "escalate"
+    warm_timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    confirm_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    health_max_age_s: Annotated[float, Field(ge=0)] = 3.0
+
+
+class ConstraintsSection(_Strict):
+    """What the pod offers: a rollback target needing more is skipped as incompatible."""
+
+    memory_mb: Annotated[float, Field(gt=0)] | None = None
+    cpu: Annotated[float, Field(gt=0)] | None = None
+    gpu: Annotated[int, Field(ge=0)] = 0
+    runtimes: list[str] = []
+    feature_schema: list[str] = []  # features the pipeline sends today
+
+
 class AgentConfig(_Strict):
     model: ModelSection
     versions: Annotated[list[VersionConfig], Field(min_length=1)]
@@ -94,6 +148,13 @@ class AgentConfig(_Strict):
     control: ControlSection = ControlSection()
     state_dir: Path = Path("/var/lib/rollback-agent")
     ack_timeout_s: Annotated[float, Field(gt=0, le=300)] = 5.0
+    signals: SignalsSection = SignalsSection()
+    probes: ProbesSection = ProbesSection()
+    rules: RulesSection = RulesSection()
+    rollback: RollbackSection = RollbackSection()
+    registry_file: Path | None = None  # version registry (YAML, in git); none: derived from `versions`
+    constraints: ConstraintsSection = ConstraintsSection()
+    alerts: AlertsConfig = AlertsConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:
@@ -107,6 +168,21 @@ class AgentConfig(_Strict):
             raise ValueError(f"candidate: {self.candidate!r} is not one of the versions {tags}")
         if self.candidate == self.stable:
             raise ValueError("candidate: must differ from stable")
+        listeners = {
+            "envoy.listener": self.envoy.listener,
+            "envoy.admin": self.envoy.admin,
+            "xds": self.xds,
+            "http": self.http,
+            "control.listen": self.control.listen,
+        }
+        taken: dict[int, str] = {}
+        for name, address in listeners.items():
+            if address.port in taken:
+                raise ValueError(f"{name}: port {address.port} is already used by {taken[address.port]}")
+            taken[address.port] = name
+        for v in self.versions:
+            if v.host in ("127.0.0.1", "::1", "0.0.0.0") and v.port in taken:
+                raise ValueError(f"versions: {v.tag}'s endpoint port {v.port} is already used by {taken[v.port]}")
         if self.initial_weights is not None:
             unknown = sorted(set(self.initial_weights) - set(tags))
             if unknown:
@@ -165,7 +241,22 @@ def _resolve_paths(config: AgentConfig, base_dir: Path) -> AgentConfig:
     if token_file is not None and not token_file.is_absolute():
         token_file = base_dir / token_file
     control = config.control.model_copy(update={"token_file": token_file})
-    return config.model_copy(update={"state_dir": state_dir, "control": control})
+
+    def anchored(path: Path | None) -> Path | None:
+        return path if path is None or path.is_absolute() else base_dir / path
+
+    rules = config.rules.model_copy(
+        update={"file": anchored(config.rules.file), "tiers_dir": anchored(config.rules.tiers_dir)}
+    )
+    return config.model_copy(
+        update={
+            "state_dir": state_dir,
+            "control": control,
+            "rules": rules,
+            "registry_file": anchored(config.registry_file),
+            "alerts": config.alerts.resolve_paths(base_dir),
+        }
+    )
 
 
 def load_config(path: Path) -> AgentConfig:

@@ -11,6 +11,10 @@ from typing import Any
 
 XDS_CLUSTER_NAME = "rollback_agent_xds"
 
+# Upstream latency buckets (ms) for the per-version p99: fine below a second, where model SLAs live. Put an edge at
+# your SLA (`envoy.latency_buckets_ms` in the agent config) so "p99 above SLA" is exact rather than interpolated.
+DEFAULT_LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 250, 300, 400, 500, 750, 1000, 2000, 5000)
+
 
 def render_bootstrap(
     *,
@@ -20,11 +24,19 @@ def render_bootstrap(
     xds_port: int,
     admin_host: str = "127.0.0.1",
     admin_port: int = 9901,
+    latency_buckets_ms: tuple[float, ...] = DEFAULT_LATENCY_BUCKETS_MS,
 ) -> dict[str, Any]:
     """Return an Envoy v3 bootstrap as plain data, ready for yaml/json dumping."""
     ads_source = {"ads": {}, "resource_api_version": "V3", "initial_fetch_timeout": "0s"}
     return {
         "node": {"id": node_id, "cluster": node_cluster},
+        # Histograms reach the admin endpoint at each flush; the agent samples about once a second.
+        "stats_flush_interval": "1s",
+        "stats_config": {
+            "histogram_bucket_settings": [
+                {"match": {"safe_regex": {"regex": r".*upstream_rq_time$"}}, "buckets": list(latency_buckets_ms)}
+            ]
+        },
         "admin": {"address": {"socket_address": {"address": admin_host, "port_value": admin_port}}},
         "dynamic_resources": {
             "ads_config": {

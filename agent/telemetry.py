@@ -94,6 +94,38 @@ class AgentMetrics:
             registry=r,
         )
 
+        self.signal_scrapes = Counter(
+            "rollback_agent_signal_scrapes_total",
+            "Signal source reads by source (envoy, model, health) and outcome (ok, error).",
+            ["model", "source", "outcome"],
+            registry=r,
+        )
+        self.rule_state = Gauge(
+            "rollback_agent_rule_state",
+            "1 for the current state of each rule and version (ok, pending, firing, insufficient_evidence).",
+            ["model", "rule", "version", "state"],
+            registry=r,
+        )
+        self.rule_value = Gauge(
+            "rollback_agent_rule_value",
+            "The value each rule measured for each version at the last tick.",
+            ["model", "rule", "version"],
+            registry=r,
+        )
+        self.rules_loaded = Gauge("rollback_agent_rules_loaded", "Rules in force.", ["model"], registry=r)
+        self.rule_reloads = Counter(
+            "rollback_agent_rule_reloads_total",
+            "Rule file reloads by outcome (ok, failed).",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.rules_last_reload_ok = Gauge(
+            "rollback_agent_rules_last_reload_success",
+            "1 if the last rule file reload was accepted.",
+            ["model"],
+            registry=r,
+        )
+
     def set_weights(self, state: str, weights: tuple[tuple[str, int], ...]) -> None:
         for version, weight in weights:
             self.route_weight.labels(self.model, version, state).set(weight)

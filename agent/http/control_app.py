@@ -15,13 +15,15 @@ from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from agent.engine.decisions import Action, Cause, DecisionHandler, DecisionOutcome, TriggerEvent
 from agent.engine.traffic import ChangeResult, TrafficChangeError, TrafficController
 from agent.http.status_view import StatusView
-from agent.pb.rollback_agent.v1 import control_pb2
+from agent.pb.rollback_agent.v1 import audit_pb2, control_pb2
 
 CONTROLLER = web.AppKey("controller", TrafficController)
 STATUS = web.AppKey("status", StatusView)
 TOKEN = web.AppKey("token", str)
+DECISIONS = web.AppKey("decisions", DecisionHandler)
 MAX_BODY_BYTES = 64 * 1024
 
 M = TypeVar("M", bound=Message)
@@ -107,12 +109,41 @@ async def rollback(request: web.Request) -> web.Response:
         body = await parse_body(request, control_pb2.RollbackRequest)
         if not body.reason:
             raise TrafficChangeError("invalid_argument", "a rollback needs a reason")
-        result = await request.app[CONTROLLER].rollback(
-            to=body.to_version or None, reason=body.reason, actor=_actor(request, body.actor), entered_at=entered
-        )
+        controller = request.app[CONTROLLER]
+        target = body.to_version or None
+        if target is not None and target not in controller.versions:
+            raise TrafficChangeError(
+                "invalid_argument", f"unknown version {target!r}; this model has {', '.join(controller.versions)}"
+            )
+        actor = _actor(request, body.actor)
+        decisions = request.app.get(DECISIONS)
+        if decisions is None:
+            result = await controller.rollback(to=target, reason=body.reason, actor=actor, entered_at=entered)
+            return _change_response(result, request.app[STATUS])
     except TrafficChangeError as exc:
         return error_response(_ERROR_STATUS.get(exc.code, 500), exc.code, str(exc))
-    return _change_response(result, request.app[STATUS])
+    identity = actor.removeprefix("operator:")
+    event = TriggerEvent(
+        cause=Cause.OPERATOR,
+        action=Action.ROLLBACK,
+        version=None,
+        summary=f"operator {identity}: {body.reason}",
+        record=audit_pb2.Trigger(operator=audit_pb2.OperatorTrigger(identity=identity, reason=body.reason)),
+        target=target,
+    )
+    decision = await decisions.handle(event)
+    status_view = request.app[STATUS]
+    message = control_pb2.TrafficChange(
+        policy=status_view.policy_pb(controller.desired),
+        rollback_id=decision.rollback_id,
+        outcome=decision.outcome.value,
+        detail=decision.detail,
+        changed=decision.outcome is DecisionOutcome.ROLLED_BACK,
+        decision_to_ack_ms=(time.perf_counter() - entered) * 1000.0,
+    )
+    if decision.outcome is DecisionOutcome.FAILED:
+        return proto_response(message, 409)
+    return proto_response(message)
 
 
 def _pause_handler(paused: bool) -> Handler:
@@ -127,13 +158,17 @@ def _pause_handler(paused: bool) -> Handler:
     return handle
 
 
-def make_control_app(controller: TrafficController, status_view: StatusView, token: str) -> web.Application:
+def make_control_app(
+    controller: TrafficController, status_view: StatusView, token: str, *, decisions: DecisionHandler | None = None
+) -> web.Application:
     if not token:
         raise ValueError("the control API needs a non-empty bearer token")
     app = web.Application(middlewares=[bearer_auth], client_max_size=MAX_BODY_BYTES)
     app[CONTROLLER] = controller
     app[STATUS] = status_view
     app[TOKEN] = token
+    if decisions is not None:
+        app[DECISIONS] = decisions
     app.router.add_get("/v1/status", get_status)
     app.router.add_post("/v1/traffic", set_weights)
     app.router.add_post("/v1/rollback", rollback)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -10,6 +13,8 @@ from agent.telemetry import AgentMetrics
 
 CONTROLLER = web.AppKey("controller", TrafficController)
 METRICS = web.AppKey("metrics", AgentMetrics)
+HealthReport = Callable[[], dict[str, dict[str, Any]]]
+HEALTH_REPORT: web.AppKey[HealthReport] = web.AppKey("health_report")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -34,10 +39,22 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def make_public_app(controller: TrafficController, agent_metrics: AgentMetrics) -> web.Application:
+async def version_health(request: web.Request) -> web.Response:
+    """Per version: model loaded (ready), feature pipeline reachable, prediction serving (golden inference)."""
+    return web.json_response(request.app[HEALTH_REPORT]())
+
+
+def make_public_app(
+    controller: TrafficController,
+    agent_metrics: AgentMetrics,
+    *,
+    health_report: Callable[[], dict[str, dict[str, Any]]] = dict,
+) -> web.Application:
     app = web.Application()
     app[CONTROLLER] = controller
     app[METRICS] = agent_metrics
+    app[HEALTH_REPORT] = health_report
+    app.router.add_get("/v1/health/versions", version_health)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

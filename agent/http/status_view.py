@@ -7,15 +7,30 @@ from agent.adapters.xds.resources import ROUTE_TYPE
 from agent.config import AgentConfig
 from agent.domain.records import policy_to_pb, timestamp
 from agent.domain.traffic import TrafficPolicy
+from agent.engine.monitor import Monitor
+from agent.engine.orchestrator import RollbackOrchestrator
+from agent.engine.rules_watch import RulesWatcher
 from agent.engine.traffic import TrafficController
 from agent.pb.rollback_agent.v1 import control_pb2, traffic_pb2
 
 
 class StatusView:
-    def __init__(self, config: AgentConfig, controller: TrafficController, cache: SnapshotCache | None) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        controller: TrafficController,
+        cache: SnapshotCache | None,
+        *,
+        monitor: Monitor | None = None,
+        orchestrator: RollbackOrchestrator | None = None,
+        watcher: RulesWatcher | None = None,
+    ) -> None:
         self._config = config
         self._controller = controller
         self._cache = cache
+        self._monitor = monitor
+        self._orchestrator = orchestrator
+        self._watcher = watcher
 
     @staticmethod
     def policy_pb(policy: TrafficPolicy) -> traffic_pb2.TrafficPolicy:
@@ -57,6 +72,32 @@ class StatusView:
             )
         if self._cache is not None:
             self._add_xds(message, self._cache)
+        if self._monitor is not None and self._monitor.last_tick is not None:
+            tick = self._monitor.last_tick
+            for st in tick.statuses:
+                v = st.verdict
+                message.rules.append(
+                    control_pb2.RuleStatus(
+                        rule=st.rule,
+                        kind=st.kind,
+                        version=st.version,
+                        state=st.state.value,
+                        action=st.action.value,
+                        value=v.value if v.value is not None else float("nan"),
+                        threshold=v.threshold if v.threshold is not None else float("nan"),
+                        window_s=v.window_s,
+                        evidence=v.evidence,
+                        evidence_unit=v.evidence_unit,
+                        reason=v.reason,
+                        for_s=max(0.0, tick.now - st.since),
+                    )
+                )
+        if self._orchestrator is not None:
+            message.holds.update(self._orchestrator.holds)
+            message.escalations.extend(self._orchestrator.escalations)
+        if self._watcher is not None:
+            message.rules_file = str(self._watcher.path)
+            message.rules_error = self._watcher.last_error
         return message
 
     @staticmethod

@@ -79,6 +79,15 @@ class SqliteStateStore:
 
         await self._run(write)
 
+    async def first_policy(self) -> TrafficPolicy | None:
+        """The oldest persisted policy (the one the agent started with): where the history replay begins."""
+
+        def read() -> TrafficPolicy | None:
+            row = self._db.execute("SELECT record FROM policy_history ORDER BY revision LIMIT 1").fetchone()
+            return None if row is None else policy_from_pb(traffic_pb2.TrafficPolicy.FromString(row[0]))
+
+        return await self._run(read)
+
     async def get_setting(self, key: str) -> str | None:
         def read() -> str | None:
             row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()

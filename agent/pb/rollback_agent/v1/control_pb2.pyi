@@ -49,18 +49,24 @@ class NodeAck(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., xds_version: _Optional[str] = ..., acked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class TrafficChange(_message.Message):
-    __slots__ = ("policy", "route_version", "acks", "decision_to_ack_ms", "changed")
+    __slots__ = ("policy", "route_version", "acks", "decision_to_ack_ms", "changed", "rollback_id", "outcome", "detail")
     POLICY_FIELD_NUMBER: _ClassVar[int]
     ROUTE_VERSION_FIELD_NUMBER: _ClassVar[int]
     ACKS_FIELD_NUMBER: _ClassVar[int]
     DECISION_TO_ACK_MS_FIELD_NUMBER: _ClassVar[int]
     CHANGED_FIELD_NUMBER: _ClassVar[int]
+    ROLLBACK_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
     policy: _traffic_pb2.TrafficPolicy
     route_version: str
     acks: _containers.RepeatedCompositeFieldContainer[NodeAck]
     decision_to_ack_ms: float
     changed: bool
-    def __init__(self, policy: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., route_version: _Optional[str] = ..., acks: _Optional[_Iterable[_Union[NodeAck, _Mapping]]] = ..., decision_to_ack_ms: _Optional[float] = ..., changed: _Optional[bool] = ...) -> None: ...
+    rollback_id: str
+    outcome: str
+    detail: str
+    def __init__(self, policy: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., route_version: _Optional[str] = ..., acks: _Optional[_Iterable[_Union[NodeAck, _Mapping]]] = ..., decision_to_ack_ms: _Optional[float] = ..., changed: _Optional[bool] = ..., rollback_id: _Optional[str] = ..., outcome: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class Nack(_message.Message):
     __slots__ = ("node_id", "type_url", "rejected_version", "serving_version", "error", "at")
@@ -123,7 +129,14 @@ class VersionStatus(_message.Message):
     def __init__(self, version: _Optional[str] = ..., endpoint: _Optional[str] = ..., desired_weight: _Optional[int] = ..., served_weight: _Optional[int] = ..., role: _Optional[str] = ...) -> None: ...
 
 class Status(_message.Message):
-    __slots__ = ("model", "tier", "stable", "candidate", "desired", "served", "route_version", "envoys", "versions", "recent_nacks", "paused", "pause_reason", "ready")
+    __slots__ = ("model", "tier", "stable", "candidate", "desired", "served", "route_version", "envoys", "versions", "recent_nacks", "paused", "pause_reason", "ready", "rules", "holds", "escalations", "rules_file", "rules_error")
+    class HoldsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
     STABLE_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +150,11 @@ class Status(_message.Message):
     PAUSED_FIELD_NUMBER: _ClassVar[int]
     PAUSE_REASON_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    HOLDS_FIELD_NUMBER: _ClassVar[int]
+    ESCALATIONS_FIELD_NUMBER: _ClassVar[int]
+    RULES_FILE_FIELD_NUMBER: _ClassVar[int]
+    RULES_ERROR_FIELD_NUMBER: _ClassVar[int]
     model: str
     tier: str
     stable: str
@@ -150,7 +168,40 @@ class Status(_message.Message):
     paused: bool
     pause_reason: str
     ready: bool
-    def __init__(self, model: _Optional[str] = ..., tier: _Optional[str] = ..., stable: _Optional[str] = ..., candidate: _Optional[str] = ..., desired: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., served: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., route_version: _Optional[str] = ..., envoys: _Optional[_Iterable[_Union[EnvoyNode, _Mapping]]] = ..., versions: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., recent_nacks: _Optional[_Iterable[_Union[Nack, _Mapping]]] = ..., paused: _Optional[bool] = ..., pause_reason: _Optional[str] = ..., ready: _Optional[bool] = ...) -> None: ...
+    rules: _containers.RepeatedCompositeFieldContainer[RuleStatus]
+    holds: _containers.ScalarMap[str, str]
+    escalations: _containers.RepeatedScalarFieldContainer[str]
+    rules_file: str
+    rules_error: str
+    def __init__(self, model: _Optional[str] = ..., tier: _Optional[str] = ..., stable: _Optional[str] = ..., candidate: _Optional[str] = ..., desired: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., served: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., route_version: _Optional[str] = ..., envoys: _Optional[_Iterable[_Union[EnvoyNode, _Mapping]]] = ..., versions: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., recent_nacks: _Optional[_Iterable[_Union[Nack, _Mapping]]] = ..., paused: _Optional[bool] = ..., pause_reason: _Optional[str] = ..., ready: _Optional[bool] = ..., rules: _Optional[_Iterable[_Union[RuleStatus, _Mapping]]] = ..., holds: _Optional[_Mapping[str, str]] = ..., escalations: _Optional[_Iterable[str]] = ..., rules_file: _Optional[str] = ..., rules_error: _Optional[str] = ...) -> None: ...
+
+class RuleStatus(_message.Message):
+    __slots__ = ("rule", "kind", "version", "state", "action", "value", "threshold", "window_s", "evidence", "evidence_unit", "reason", "for_s")
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_UNIT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    FOR_S_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    kind: str
+    version: str
+    state: str
+    action: str
+    value: float
+    threshold: float
+    window_s: float
+    evidence: float
+    evidence_unit: str
+    reason: str
+    for_s: float
+    def __init__(self, rule: _Optional[str] = ..., kind: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[str] = ..., action: _Optional[str] = ..., value: _Optional[float] = ..., threshold: _Optional[float] = ..., window_s: _Optional[float] = ..., evidence: _Optional[float] = ..., evidence_unit: _Optional[str] = ..., reason: _Optional[str] = ..., for_s: _Optional[float] = ...) -> None: ...
 
 class ErrorResponse(_message.Message):
     __slots__ = ("code", "message")

@@ -1,0 +1,120 @@
+"""Where every alert enters, from the webhook or the API pull: route, deduplicate, hand to the decision handler.
+
+One AlertIntake is shared by both sources, so an alert delivered by webhook and pulled from the API, retried, or
+re-notified acts once. `submit` hands a RoutedAlert to the engine (it turns it into a TriggerEvent for the
+DecisionHandler); when it raises, the alert is forgotten so the next delivery acts (Alertmanager retries on 5xx).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from agent.alerts.alert import Alert
+from agent.alerts.config import AlertsConfig
+from agent.alerts.dedupe import Dedupe
+from agent.alerts.routing import AlertRouter, ReceivedVia, RoutedAlert
+
+log = logging.getLogger(__name__)
+
+
+class IntakeOutcome(enum.StrEnum):
+    ACCEPTED = "accepted"  # handed to the decision handler
+    DUPLICATE = "duplicate"  # this occurrence was already handed over (retry, re-notification, other source)
+    IGNORED = "ignored"  # no route acts on it (no match, an `ignore` route, another model)
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """What the decision handler decided: its outcome (e.g. "rolled_back", "held") and why."""
+
+    outcome: str
+    detail: str
+
+
+Submit = Callable[[RoutedAlert], Awaitable[Submitted]]
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeResult:
+    fingerprint: str
+    alertname: str
+    status: str
+    outcome: IntakeOutcome
+    action: str = ""
+    version: str | None = None
+    route: str = ""
+    decision: str = ""
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "fingerprint": self.fingerprint,
+            "alertname": self.alertname,
+            "status": self.status,
+            "outcome": self.outcome.value,
+            "action": self.action,
+            "version": self.version,
+            "route": self.route,
+            "decision": self.decision,
+            "detail": self.detail,
+        }
+
+
+class AlertIntake:
+    def __init__(self, router: AlertRouter, dedupe: Dedupe, submit: Submit) -> None:
+        self.router = router
+        self.dedupe = dedupe
+        self._submit = submit
+
+    @classmethod
+    def from_config(cls, config: AlertsConfig, model: str, submit: Submit) -> AlertIntake:
+        return cls(
+            AlertRouter.from_config(config, model),
+            Dedupe(ttl_s=config.dedupe_ttl_s, max_entries=config.dedupe_max_entries),
+            submit,
+        )
+
+    async def take(self, alert: Alert, *, received_via: ReceivedVia, receiver: str = "") -> IntakeResult:
+        """Route, deduplicate and submit one alert. Raises what `submit` raises (the alert is then forgotten)."""
+        routed = self.router.route(alert, received_via=received_via, receiver=receiver)
+        if routed is None:
+            log.debug(
+                "alert %s (%s) %s via %s: no route acts on it",
+                alert.alertname,
+                alert.fingerprint,
+                alert.status,
+                received_via,
+            )
+            return self._result(alert, IntakeOutcome.IGNORED, detail="no route acts on this alert")
+        if not self.dedupe.claim(routed.dedupe_key):
+            return self._result(alert, IntakeOutcome.DUPLICATE, routed, detail=f"already handled ({routed.dedupe_key})")
+        try:
+            submitted = await self._submit(routed)
+        except BaseException:
+            self.dedupe.release(routed.dedupe_key)
+            raise
+        log.info("alert via %s: %s -> %s: %s", received_via, routed.summary, submitted.outcome, submitted.detail)
+        return self._result(alert, IntakeOutcome.ACCEPTED, routed, submitted.outcome, submitted.detail)
+
+    @staticmethod
+    def _result(
+        alert: Alert,
+        outcome: IntakeOutcome,
+        routed: RoutedAlert | None = None,
+        decision: str = "",
+        detail: str = "",
+    ) -> IntakeResult:
+        return IntakeResult(
+            fingerprint=alert.fingerprint,
+            alertname=alert.alertname,
+            status=alert.status,
+            outcome=outcome,
+            action=routed.action.value if routed else "",
+            version=routed.version if routed else None,
+            route=routed.route if routed else "",
+            decision=decision,
+            detail=detail,
+        )

@@ -1,0 +1,120 @@
+"""The CLI's offline commands: they read the state store and the registry directly, so they work (and can be
+trusted) whether or not the agent runs: versions, history, report, audit verify, quarantine clear."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+
+from agent.adapters.registry.file_registry import open_registry
+from agent.adapters.store.sqlite_store import SqliteStateStore
+from agent.config import ConfigError, load_config
+from agent.domain.audit_chain import verify_chain
+from agent.pb.rollback_agent.v1 import audit_pb2
+from agent.ports.registry import StatusTransitionError, UnknownVersionError
+from agent.registry import RegistryFileError
+from agent.reporting import (
+    changes,
+    compliance_report,
+    format_changes,
+    format_serving_state,
+    format_version,
+    format_versions,
+    history_at,
+    parse_when,
+)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+async def run_offline(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    db = config.state_dir / "state.db"
+    if not db.exists():
+        print(f"error: no state store at {db}: has the agent run with this config?", file=sys.stderr)
+        return EXIT_USAGE
+    store = await SqliteStateStore.open(db)
+    try:
+        registry = await open_registry(config, config.registry_file)
+    except RegistryFileError as exc:
+        await store.close()
+        raise ConfigError(str(exc)) from None
+    try:
+        records = await store.audit_records()
+        now = datetime.now(UTC)
+        if args.command == "audit":
+            problems = verify_chain(records)
+            for problem in problems:
+                print(f"BROKEN {problem}", file=sys.stderr)
+            if problems:
+                print(f"audit chain BROKEN: {len(problems)} problem(s) in {len(records)} records", file=sys.stderr)
+                return EXIT_FAILED
+            print(f"audit chain intact: {len(records)} records, last hash {records[-1].hash.hex() if records else '-'}")
+            return EXIT_OK
+        if args.command == "versions":
+            versions = await registry.list_versions()
+            if args.action == "show":
+                if not args.tag:
+                    raise ConfigError("versions show needs a TAG")
+                try:
+                    print(format_version(await registry.get(args.tag)))
+                except UnknownVersionError as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    return EXIT_FAILED
+                return EXIT_OK
+            policy = await store.load_policy()
+            print(format_versions(versions, policy.as_dict() if policy else None))
+            return EXIT_OK
+        if args.command == "history":
+            if args.at:
+                state = history_at(
+                    records,
+                    parse_when(args.at, now),
+                    registry_versions=await registry.list_versions(),
+                    initial_policy=await store.first_policy(),
+                    model=config.model.name,
+                )
+                print(format_serving_state(state))
+            else:
+                since = parse_when(args.since, now) if args.since else None
+                print(format_changes(changes(records, since, model=config.model.name)))
+            return EXIT_OK
+        if args.command == "report":
+            text = compliance_report(
+                args.model or config.model.name,
+                records,
+                await registry.list_versions(),
+                parse_when(args.since, now) if args.since else None,
+                args.format,
+            )
+            if args.output:
+                args.output.write_text(text)
+                print(f"report written to {args.output}")
+            else:
+                print(text)
+            return EXIT_OK
+        if args.command == "quarantine":
+            try:
+                restored = await registry.clear_quarantine(args.tag, f"operator:{args.actor}", args.reason)
+            except (UnknownVersionError, StatusTransitionError) as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_FAILED
+            record = audit_pb2.AuditRecord(
+                version_status_changed=audit_pb2.VersionStatusChanged(
+                    version=args.tag, from_status="quarantined", to_status=restored.value, reason=args.reason
+                ),
+                model=config.model.name,
+                actor=f"operator:{args.actor}",
+            )
+            record.at.GetCurrentTime()
+            await store.append_audit(record)
+            print(f"{args.tag}: quarantine cleared, status {restored.value}")
+            return EXIT_OK
+        raise ConfigError(f"unknown command {args.command}")
+    except ValueError as exc:  # parse_when and friends
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        await registry.close()
+        await store.close()

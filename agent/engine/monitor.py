@@ -1,0 +1,217 @@
+"""The monitor: every tick, sample every source, extend each version's history, evaluate the rules, and hand every
+decision to the decision handler (the rollback orchestrator).
+
+A source that cannot be read gives no sample this tick (the histories show the gap as missing coverage, which
+the rules report as insufficient evidence): it is counted, logged on change, and never a breach by itself.
+Decisions are handled in their own tasks so a slow rollback never stalls sampling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any
+
+from agent.domain.signals import Baseline, HistoryLimits, Sample, SignalHistory
+from agent.engine.decisions import Action, Cause, DecisionHandler, TriggerEvent
+from agent.engine.traffic import TrafficController
+from agent.pb.rollback_agent.v1 import audit_pb2
+from agent.ports.signals import SignalSource
+from agent.ports.store import StateStore
+from agent.telemetry import AgentMetrics
+from agent.triggers.engine import Decision as RuleDecision
+from agent.triggers.engine import EngineInput, RuleEngine, RuleState, TickResult, Transition
+from agent.triggers.rule import Action as RuleAction
+from agent.triggers.verdict import Verdict
+
+log = logging.getLogger(__name__)
+
+_ACTIONS = {RuleAction.ROLLBACK: Action.ROLLBACK, RuleAction.ALERT: Action.ALERT, RuleAction.HOLD: Action.HOLD}
+
+
+def verdict_record(verdict: Verdict, source_file: str = "") -> audit_pb2.RuleVerdict:
+    return audit_pb2.RuleVerdict(
+        rule=verdict.rule,
+        kind=verdict.kind,
+        version=verdict.version,
+        verdict=verdict.status.value,
+        value=verdict.value if verdict.value is not None else float("nan"),
+        threshold=verdict.threshold if verdict.threshold is not None else float("nan"),
+        window_s=verdict.window_s,
+        samples=int(verdict.evidence),
+        reason=verdict.reason,
+        source_file=source_file,
+    )
+
+
+def merge_samples(parts: Sequence[Mapping[str, Sample]], now: float) -> dict[str, Sample]:
+    """One sample per version from the partial samples of every source."""
+    merged: dict[str, tuple[dict[str, float], dict[str, float], dict[str, object]]] = {}
+    for part in parts:
+        for version, sample in part.items():
+            counters, gauges, histograms = merged.setdefault(version, ({}, {}, {}))
+            counters.update(sample.counters)
+            gauges.update(sample.gauges)
+            histograms.update(sample.histograms)
+    return {
+        v: Sample(ts=now, counters=c, gauges=g, histograms=h)  # type: ignore[arg-type]
+        for v, (c, g, h) in merged.items()
+    }
+
+
+class Monitor:
+    def __init__(
+        self,
+        *,
+        sources: Sequence[SignalSource],
+        rules: RuleEngine,
+        traffic: TrafficController,
+        decisions: DecisionHandler,
+        store: StateStore,
+        metrics: AgentMetrics,
+        baselines: Callable[[], Mapping[str, Baseline]] = dict,
+        interval_s: float = 1.0,
+        source_timeout_s: float = 0.8,
+        limits: HistoryLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sources = list(sources)
+        self.rules = rules
+        self._traffic = traffic
+        self._decisions = decisions
+        self._store = store
+        self._metrics = metrics
+        self._baselines = baselines
+        self.interval_s = interval_s
+        self._source_timeout_s = source_timeout_s
+        self._limits = limits or HistoryLimits()
+        self._clock = clock
+        self.histories: dict[str, SignalHistory] = {}
+        self.last_tick: TickResult | None = None
+        self._source_ok: dict[str, bool] = {}
+        self._handling: set[asyncio.Task[None]] = set()
+        self.rules_source = ""
+
+    async def run(self) -> None:
+        next_at = self._clock()
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("monitor tick failed; the next tick goes on")
+            next_at += self.interval_s
+            delay = next_at - self._clock()
+            if delay < 0:  # a tick overran: skip the missed ticks instead of bursting
+                next_at, delay = self._clock(), 0.0
+            await asyncio.sleep(delay)
+
+    async def tick(self) -> TickResult:
+        now = self._clock()
+        outcomes = await asyncio.gather(
+            *(asyncio.wait_for(source.sample(now), self._source_timeout_s) for source in self._sources),
+            return_exceptions=True,
+        )
+        parts: list[Mapping[str, Sample]] = []
+        for source, outcome in zip(self._sources, outcomes, strict=True):
+            ok = not isinstance(outcome, BaseException)
+            self._metrics.signal_scrapes.labels(self._traffic.model, source.name, "ok" if ok else "error").inc()
+            if self._source_ok.get(source.name, True) != ok:
+                if ok:
+                    log.info("signal source %s readable again", source.name)
+                else:
+                    log.warning("signal source %s unreadable: %r (no sample, not a breach)", source.name, outcome)
+            self._source_ok[source.name] = ok
+            if not isinstance(outcome, BaseException):
+                parts.append(outcome)
+        for version, sample in merge_samples(parts, now).items():
+            history = self.histories.get(version)
+            if history is None:
+                history = self.histories[version] = SignalHistory(self._limits)
+            history.append(sample)
+        served = self._traffic.served() or self._traffic.desired.weights
+        result = self.rules.evaluate(
+            EngineInput(
+                now=now,
+                histories=self.histories,
+                stable=self._traffic.stable,
+                serving=[v for v, w in served if w > 0],
+                baselines=self._baselines(),
+            )
+        )
+        self.last_tick = result
+        self._export(result)
+        for transition in result.transitions:
+            await self._record_transition(transition)
+        for decision in result.decisions:
+            self._spawn(self._handle(decision))
+        return result
+
+    async def close(self) -> None:
+        for task in list(self._handling):
+            task.cancel()
+        for task in list(self._handling):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def _export(self, result: TickResult) -> None:
+        model = self._traffic.model
+        gauge, value = self._metrics.rule_state, self._metrics.rule_value
+        gauge.clear()
+        value.clear()
+        for status in result.statuses:
+            gauge.labels(model, status.rule, status.version, status.state.value).set(1)
+            if status.verdict.value is not None:
+                value.labels(model, status.rule, status.version).set(status.verdict.value)
+
+    async def _record_transition(self, transition: Transition) -> None:
+        notable = transition.after in (RuleState.FIRING, RuleState.PENDING) or transition.before in (
+            RuleState.FIRING,
+            RuleState.PENDING,
+        )
+        level = logging.WARNING if transition.after in (RuleState.FIRING, RuleState.PENDING) else logging.INFO
+        log.log(
+            level,
+            "rule %s for %s: %s -> %s: %s",
+            transition.rule,
+            transition.version,
+            transition.before.value if transition.before else "new",
+            transition.after.value,
+            transition.verdict.reason,
+        )
+        if not notable:
+            return
+        rule = self.rules.rule_set.rule(transition.rule)
+        record = audit_pb2.AuditRecord(
+            verdict_changed=audit_pb2.VerdictChanged(
+                verdict=verdict_record(transition.verdict, self.rules_source),
+                state=transition.after.value,
+                action=rule.action.value if rule is not None else "",
+            )
+        )
+        record.model = self._traffic.model
+        record.actor = f"rule:{transition.rule}"
+        record.at.FromNanoseconds(int(time.time() * 1e9))
+        await self._store.append_audit(record)
+
+    async def _handle(self, decision: RuleDecision) -> None:
+        event = TriggerEvent(
+            cause=Cause.RULE,
+            action=_ACTIONS[decision.action],
+            version=decision.version,
+            summary=decision.reason,
+            record=audit_pb2.Trigger(rule=verdict_record(decision.verdict, self.rules_source)),
+        )
+        try:
+            outcome = await self._decisions.handle(event)
+        except Exception:
+            log.exception("handling the decision of rule %s for %s failed", decision.rule, decision.version)
+            return
+        log.warning("decision on %s: %s (%s)", decision.version, outcome.outcome.value, outcome.detail)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro, name="rule-decision")
+        self._handling.add(task)
+        task.add_done_callback(self._handling.discard)

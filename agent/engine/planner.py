@@ -1,0 +1,61 @@
+"""Rollback targets from the version registry: the most recent verified versions older than the failing one, each
+with its static compatibility verdict against the pod's constraints; and the status marks a rollback leaves."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+from agent.domain.signals import Baseline
+from agent.engine.orchestrator import TargetCandidate
+from agent.ports.registry import StatusTransitionError, UnknownVersionError, VersionStatus
+from agent.registry import Registry
+from agent.registry.compatibility import Constraints
+from agent.registry.model import EvidenceCheck
+from agent.registry.planning import plan_rollback
+from agent.registry.selection import TargetRefusedError
+
+log = logging.getLogger(__name__)
+
+
+class RegistryPlanner:
+    def __init__(self, registry: Registry, constraints: Constraints) -> None:
+        self._registry = registry
+        self._constraints = constraints
+        self.baselines: dict[str, Baseline] = {}
+
+    async def refresh_baselines(self) -> Mapping[str, Baseline]:
+        versions = await self._registry.list_versions()
+        self.baselines = {v.tag: v.baseline.to_domain() for v in versions if v.baseline is not None}
+        return self.baselines
+
+    async def targets(self, failing: str, operator_choice: str | None) -> Sequence[TargetCandidate]:
+        versions = await self._registry.list_versions()
+        try:
+            planned = plan_rollback(versions, failing, self._constraints, operator_choice=operator_choice)
+        except (TargetRefusedError, UnknownVersionError) as exc:
+            log.error("no rollback target for %s: %s", failing, exc)
+            return []
+        return [TargetCandidate(p.version.tag, p.reasons) for p in planned]
+
+    async def mark_failed(self, version: str, reason: str, actor: str) -> str:
+        try:
+            previous = await self._registry.set_status(version, VersionStatus.FAILED, reason, actor)
+        except (UnknownVersionError, StatusTransitionError) as exc:
+            log.error("could not mark %s failed: %s", version, exc)
+            return "unknown"
+        return previous.value
+
+    async def mark_verified(self, version: str, detail: str) -> None:
+        check = EvidenceCheck(
+            name="post-rollback verification",
+            passed=True,
+            at=datetime.now(UTC),
+            approved_by="agent:verification",
+            detail=detail,
+        )
+        try:
+            await self._registry.add_evidence(version, check)
+        except UnknownVersionError as exc:
+            log.error("could not record the verification of %s: %s", version, exc)

@@ -1,0 +1,38 @@
+"""The registry used when no registry file is configured: the versions of the agent config, nothing more.
+
+Statuses: the config's stable version -> stable, its candidate -> candidate, every other version -> verified
+(an operator listed it as servable). There is no provenance, requirement or evidence to show, and no real
+creation time: `created` is synthetic, one second apart in config order from the Unix epoch, so "older" means
+"listed earlier in agent.yaml" when rollback targets are ordered. Runtime statuses persist as with a file.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from agent.config import AgentConfig
+from agent.ports.registry import VersionStatus
+from agent.registry.loader import RegistrySource
+from agent.registry.model import VersionSpec
+
+CONFIG_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def registry_from_config(config: AgentConfig, origin: str = "agent config (no registry file)") -> RegistrySource:
+    versions = []
+    for index, entry in enumerate(config.versions):
+        if entry.tag == config.stable:
+            status = VersionStatus.STABLE
+        elif entry.tag == config.candidate:
+            status = VersionStatus.CANDIDATE
+        else:
+            status = VersionStatus.VERIFIED
+        versions.append(
+            VersionSpec(
+                tag=entry.tag,
+                status=status,
+                created=CONFIG_EPOCH + timedelta(seconds=index),
+                description=f"from the agent config (position {index + 1}); no registry file, creation time unknown",
+            )
+        )
+    return RegistrySource(model=config.model.name, versions=tuple(versions), origin=origin)

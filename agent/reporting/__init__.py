@@ -1,0 +1,27 @@
+"""Reading the audit trail back: what was served when, what changed, and the compliance report. Pure functions
+over audit records, registry entries and the policy history; the CLI loads those and prints what these return."""
+
+from agent.reporting.compliance import FORMATS, ReportFormat, compliance_report
+from agent.reporting.report_data import ComplianceReport, build_report
+from agent.reporting.text import format_changes, format_serving_state, format_version, format_versions
+from agent.reporting.timeline import ServedVersion, ServingState, TrafficChange, changes, history_at
+from agent.reporting.when import format_time, parse_when
+
+__all__ = [
+    "FORMATS",
+    "ComplianceReport",
+    "ReportFormat",
+    "ServedVersion",
+    "ServingState",
+    "TrafficChange",
+    "build_report",
+    "changes",
+    "compliance_report",
+    "format_changes",
+    "format_serving_state",
+    "format_time",
+    "format_version",
+    "format_versions",
+    "history_at",
+    "parse_when",
+]

@@ -1,0 +1,124 @@
+"""The content of a compliance report, independent of its format. Pure.
+
+Everything is read from the audit trail and the registry. The audit chain is verified over the whole trail (all
+models, all time): a period or model filter must not hide a broken link.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from agent.domain.audit_chain import ChainProblem, verify_chain
+from agent.pb.rollback_agent.v1 import audit_pb2
+from agent.registry.model import VersionSpec
+from agent.reporting.rollbacks import (
+    AutomationRow,
+    RollbackRow,
+    StatusChangeRow,
+    automation_toggles,
+    per_day,
+    per_week,
+    rollbacks,
+    root_causes,
+    status_changes,
+)
+from agent.reporting.timeline import TrafficChange, changes
+from agent.reporting.when import from_pb, require_aware
+
+REPORT_SCHEMA = "rollback-agent/compliance-report/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class ChainStatus:
+    intact: bool
+    records: int  # every record verified (the whole trail)
+    last_seq: int
+    last_hash: str  # hex of the last record's hash: quote it to pin the trail as of this report
+    problems: tuple[ChainProblem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ComplianceReport:
+    model: str
+    generated_at: datetime
+    since: datetime | None
+    period_start: datetime | None  # since, else the first record of the model; None without records
+    versions: tuple[VersionSpec, ...]
+    rollbacks: tuple[RollbackRow, ...]  # including suppressed triggers
+    traffic_changes: tuple[TrafficChange, ...]
+    status_changes: tuple[StatusChangeRow, ...]
+    automation: tuple[AutomationRow, ...]
+    per_day: tuple[tuple[str, int], ...]
+    per_week: tuple[tuple[str, int], ...]
+    root_causes: tuple[tuple[str, int], ...]
+    chain: ChainStatus
+
+    @property
+    def attempted(self) -> int:
+        return sum(1 for r in self.rollbacks if r.attempted)
+
+    @property
+    def suppressed(self) -> int:
+        return sum(1 for r in self.rollbacks if not r.attempted)
+
+    @property
+    def period_days(self) -> float:
+        if self.period_start is None:
+            return 0.0
+        return max(0.0, (self.generated_at - self.period_start).total_seconds() / 86400.0)
+
+    def average_per_day(self) -> float | None:
+        """Attempted rollbacks per day over the period; None when the period is shorter than an hour."""
+        days = self.period_days
+        return self.attempted / days if days >= 1 / 24 else None
+
+    def status_history(self, tag: str) -> list[StatusChangeRow]:
+        return [row for row in self.status_changes if row.version == tag]
+
+
+def check_chain(records: Sequence[audit_pb2.AuditRecord]) -> ChainStatus:
+    problems = verify_chain(records)
+    last = records[-1] if records else None
+    return ChainStatus(
+        intact=not problems,
+        records=len(records),
+        last_seq=last.seq if last is not None else 0,
+        last_hash=last.hash.hex() if last is not None else "",
+        problems=tuple(problems),
+    )
+
+
+def build_report(
+    model: str,
+    records: Iterable[audit_pb2.AuditRecord],
+    registry_versions: Iterable[VersionSpec],
+    since: datetime | None = None,
+    *,
+    generated_at: datetime | None = None,
+) -> ComplianceReport:
+    """`records`: the whole audit trail in seq order (as the store returns it); `registry_versions`: the
+    registry's versions (`Version`s show their runtime status too)."""
+    trail = list(records)
+    if since is not None:
+        require_aware(since, "since")
+    now = require_aware(generated_at, "generated_at") if generated_at is not None else datetime.now(UTC)
+    own = [r for r in trail if r.model == model]
+    rows = rollbacks(own, since)
+    first = from_pb(own[0].at) if own else None
+    return ComplianceReport(
+        model=model,
+        generated_at=now,
+        since=since,
+        period_start=since if since is not None else first,
+        versions=tuple(registry_versions),
+        rollbacks=tuple(rows),
+        traffic_changes=tuple(changes(own, since)),
+        status_changes=tuple(status_changes(own, since)),
+        automation=tuple(automation_toggles(own, since)),
+        per_day=tuple(per_day(rows)),
+        per_week=tuple(per_week(rows)),
+        root_causes=tuple(root_causes(rows)),
+        chain=check_chain(trail),
+    )
