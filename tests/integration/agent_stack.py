@@ -15,9 +15,11 @@ from harness.bootstraps import agent_bootstrap
 from harness.envoy import EnvoyProcess
 from harness.ports import free_ports
 from harness.process import ManagedProcess
+from harness.pyproc import REPO_ROOT
 from harness.wait import async_wait_until, wait_until
 from refserver.client import sample_request
 
+ROOT = REPO_ROOT
 TOKEN = "integration-token"
 MODEL = "cancer"
 

@@ -49,7 +49,9 @@ class EnvoyStatsSource:
         counters: dict[str, dict[str, float]] = {v: {} for v in self._clusters.values()}
 
         def take(metric: str, signal: str, extra: Mapping[str, str] | None = None) -> None:
-            for s in by_name.get(metric, ()):
+            # prometheus_client's parser names counter samples with a _total suffix whether Envoy wrote one or not.
+            found = by_name.get(metric) or by_name.get(f"{metric}_total", ())
+            for s in found:
                 version = self._clusters.get(s.labels.get("envoy_cluster_name", ""))
                 if version is not None and all(s.labels.get(k) == v for k, v in (extra or {}).items()):
                     counters[version][signal] = float(s.value)
