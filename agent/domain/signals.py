@@ -407,6 +407,8 @@ class SignalHistory:
     def _add_counters(self, sample: Sample, layout: _Layout, values: array[float]) -> None:
         raw_counters = self._raw_counters
         for name, raw in sample.counters.items():
+            if not math.isfinite(raw):
+                continue  # NaN / inf from a broken exporter: treated as not reported
             last = raw_counters.get(name)
             if last is not None:
                 values[layout.counters[name]] += raw - last if raw >= last else raw
@@ -417,7 +419,7 @@ class SignalHistory:
         for name, offset in layout.gauges.items():
             value = gauges.get(name)
             last = values[offset]
-            if value is None:
+            if value is None or not math.isfinite(value):
                 values[offset] = _NAN
                 continue
             if covered_dt and last == last:  # last == last: not NaN, the gauge was present in the previous sample
@@ -432,6 +434,8 @@ class SignalHistory:
         raw_histograms = self._raw_histograms
         for name, histogram in sample.histograms.items():
             offset = layout.histograms[name][0]
+            if not (math.isfinite(histogram.count) and math.isfinite(histogram.sum)):
+                continue
             last = raw_histograms.get(name)
             raw_histograms[name] = histogram
             if last is None or last.bounds != histogram.bounds:

@@ -52,7 +52,10 @@ class RuleStatus(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """A rule started firing for a version: the layer above acts on `action` (rollback, alert, hold)."""
+    """A rule started firing for a version: the layer above acts on `action` (rollback, alert, hold).
+
+    Never a rollback of the stable version: a rollback rule firing for it (versions: all) decides `alert`.
+    """
 
     action: Action
     rule: str
@@ -148,12 +151,13 @@ class RuleEngine:
 
     def evaluate(self, inputs: EngineInput) -> TickResult:
         now = inputs.now
-        targets = {rule.versions: () for rule in self._rule_set.rules}
-        for selector in targets:
-            targets[selector] = _select(selector, inputs)
+        targets: dict[VersionSelector, tuple[str, ...]] = {}
+        for rule in self._rule_set.rules:
+            if rule.versions not in targets:
+                targets[rule.versions] = _select(rule.versions, inputs)
         changed = {selector for selector, versions in targets.items() if self._last_targets.get(selector) != versions}
         self._last_targets = targets
-        versions_in_use = {version for versions in targets.values() for version in versions}
+        versions_in_use: set[str] = {version for versions in targets.values() for version in versions}
         if inputs.stable is not None:
             versions_in_use.add(inputs.stable)
         contexts = {
@@ -184,9 +188,11 @@ class RuleEngine:
                     transitions.append(Transition(rule.name, version, before, after, now, verdict))
                     if after is RuleState.FIRING:
                         breach_since = track.breach_since if track.breach_since is not None else now
-                        decisions.append(
-                            Decision(rule.action, rule.name, rule.kind, version, now, breach_since, verdict)
-                        )
+                        # Rolling back means moving traffic to the stable version: for the stable version
+                        # itself the only sensible action is to tell someone.
+                        rolls_back_stable = version == inputs.stable and rule.action is Action.ROLLBACK
+                        action = Action.ALERT if rolls_back_stable else rule.action
+                        decisions.append(Decision(action, rule.name, rule.kind, version, now, breach_since, verdict))
                 statuses.append(
                     RuleStatus(
                         rule.name, rule.kind, rule.action, version, after, track.since, track.breach_since, verdict

@@ -13,13 +13,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode
 
 from agent.triggers.errors import RuleError, RuleFileError, line_of, located_errors, parse_yaml
 from agent.triggers.kinds import Rule
 from agent.triggers.rule import RuleBase
-from agent.triggers.tiers import SHIPPED_TIERS, TIER_NAME_PATTERN, RuleResolutionError, resolve_rule, tier_profile
+from agent.triggers.tiers import (
+    SHIPPED_TIERS,
+    TIER_NAME_PATTERN,
+    RuleResolutionError,
+    load_tier_profile,
+    resolve_rule,
+    tier_profile,
+)
 
 
 class _RuleFileModel(BaseModel):
@@ -130,9 +138,16 @@ def check_rule_files(
     paths: Iterable[str | Path], tier: str | None = None, tiers_dir: str | Path | None = None
 ) -> list[RuleError]:
     """Validate rule files as `rollback-agent rules check` does: each file is loaded and its rules resolved
-    against `tier`, else the file's own `tier`, else every shipped tier. Empty list: all good."""
+    against `tier`, else the file's own `tier`, else every shipped tier. Tier profiles (a mapping with `defaults`
+    or `common` and no `rules`) are validated as profiles. Empty list: all good."""
     errors: list[RuleError] = []
     for path in paths:
+        if _is_tier_profile(path):
+            try:
+                load_tier_profile(path)
+            except RuleFileError as exc:
+                errors.extend(exc.errors)
+            continue
         try:
             rule_file = load_rule_file(path)
         except RuleFileError as exc:
@@ -142,6 +157,15 @@ def check_rule_files(
         for name in tiers:
             errors.extend(resolution_errors(rule_file, name, tiers_dir))
     return errors
+
+
+def _is_tier_profile(path: str | Path) -> bool:
+    """A mapping with `defaults` or `common` and no `rules`: checked as a tier profile."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False  # reported by the rule-file path
+    return isinstance(data, dict) and "rules" not in data and ("defaults" in data or "common" in data)
 
 
 def _child(node: Node, key: str) -> Any:

@@ -62,10 +62,6 @@ class Evidence(BaseModel):
             return {cls.count_field: data}
         return data
 
-    @property
-    def count(self) -> float:
-        return float(getattr(self, self.count_field)) if self.count_field else 0.0
-
 
 class RuleBase(BaseModel):
     """A rule as written, or (after tier resolution) as evaluated. Cross-field checks live in `problems()`,
@@ -105,6 +101,8 @@ class RuleBase(BaseModel):
     def problems(self) -> list[tuple[str, str]]:
         """(field, message) for inconsistent values of the resolved rule."""
         found: list[tuple[str, str]] = []
+        if self.action is Action.ROLLBACK and self.versions == "stable":
+            found.append(("versions", "a rollback rule cannot judge only the stable version; use alert or hold"))
         if self.clear_threshold is not None:
             threshold = self.threshold
             if threshold is None:

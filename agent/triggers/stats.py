@@ -17,9 +17,10 @@ def normalized(weights: Sequence[float], epsilon: float) -> list[float]:
     return [p / floored_total for p in floored]
 
 
-@lru_cache(maxsize=4096)
-def _normalized_reference(reference: tuple[float, ...], epsilon: float) -> tuple[float, ...]:
-    return tuple(normalized(reference, epsilon))
+@lru_cache(maxsize=1024)
+def reference_distribution(weights: tuple[float, ...], epsilon: float) -> tuple[float, ...]:
+    """`normalized`, cached: registry and inline references are the same every tick."""
+    return tuple(normalized(weights, epsilon))
 
 
 def kl_divergence(
@@ -30,9 +31,15 @@ def kl_divergence(
     `reference` may be fractions or counts; `current` are counts. Empty bins are floored at epsilon (as
     Evidently does with 1e-4); with `laplace`, one pseudo-observation is first added to every current bin.
     """
-    if len(reference) != len(current):
-        raise ValueError(f"reference has {len(reference)} bins, current {len(current)}")
-    p = _normalized_reference(reference if isinstance(reference, tuple) else tuple(reference), epsilon)
+    return kl_from_distribution(normalized(reference, epsilon), current, epsilon=epsilon, laplace=laplace)
+
+
+def kl_from_distribution(
+    p: Sequence[float], current: Sequence[float], *, epsilon: float, laplace: bool = False
+) -> float:
+    """KL(p || current) where p is already a smoothed distribution (see `reference_distribution`)."""
+    if len(p) != len(current):
+        raise ValueError(f"reference has {len(p)} bins, current {len(current)}")
     if laplace:
         current = [c + 1.0 for c in current]
     total = sum(current)

@@ -46,15 +46,30 @@ class BurnRateRule(RuleBase):
             found.append(("short_window", "must be shorter than long_window"))
         return found
 
+    def _counts(self, ctx: VersionContext) -> tuple[float, float, float, float] | None:
+        """(short requests, short errors, long requests, long errors); None when requests are not reported."""
+        short, long = ctx.window(self.short_window), ctx.window(self.long_window)
+        if short is None or long is None:
+            return None
+        requests, errors = REQUESTS[self.source], ERRORS[self.source]
+        short_requests = short.delta(requests)
+        if short_requests is None:
+            return None
+        return (
+            short_requests,
+            short.delta(errors) or 0.0,
+            long.delta(requests) or short_requests,
+            long.delta(errors) or 0.0,
+        )
+
     def evaluate(self, ctx: VersionContext, stable: VersionContext | None, firing: bool) -> Verdict:
         short = self.covered_window(ctx, self.short_window, "requests")
         if isinstance(short, Verdict):
             return short
-        long = ctx.window(self.long_window)
-        requests_counter, errors_counter = REQUESTS[self.source], ERRORS[self.source]
-        short_requests = short.delta(requests_counter)
-        if short_requests is None or long is None:
-            return self.insufficient(ctx, "{} not reported", (requests_counter,), unit="requests")
+        counts = ctx.cached(("burn", self.source, self.short_window, self.long_window), lambda: self._counts(ctx))
+        if counts is None:
+            return self.insufficient(ctx, "{} not reported", (REQUESTS[self.source],), unit="requests")
+        short_requests, short_errors, long_requests, long_errors = counts
         minimum = self.min_evidence.requests
         short_name = format_duration(self.short_window)
         if short_requests < minimum or short_requests <= 0:
@@ -65,10 +80,9 @@ class BurnRateRule(RuleBase):
                 evidence=short_requests,
                 unit="requests",
             )
-        long_requests = long.delta(requests_counter) or short_requests
         budget = 1.0 - self.slo
-        short_burn = (short.delta(errors_counter) or 0.0) / short_requests / budget
-        long_burn = (long.delta(errors_counter) or 0.0) / long_requests / budget
+        short_burn = short_errors / short_requests / budget
+        long_burn = long_errors / long_requests / budget if long_requests > 0 else short_burn
         limit = self.limit(self.factor, firing)
         burn = min(short_burn, long_burn)
         breached = burn > limit

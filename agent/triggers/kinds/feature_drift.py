@@ -18,7 +18,7 @@ from pydantic import Field
 from agent.domain.signals import Histogram, Signal, Window
 from agent.triggers.context import VersionContext
 from agent.triggers.rule import Evidence, RuleBase
-from agent.triggers.stats import kl_divergence
+from agent.triggers.stats import kl_divergence, kl_from_distribution, reference_distribution
 from agent.triggers.units import PositiveDuration, format_count, format_duration
 from agent.triggers.verdict import Verdict
 
@@ -154,16 +154,22 @@ class FeatureDriftRule(RuleBase):
         reference = self._reference(ctx, stable, feature, current)
         if isinstance(reference, str):
             return reference
-        weights, label = reference
+        weights, label, constant = reference
         counts = current.bucket_counts()
         if len(weights) != len(counts):
             return f"reference has {len(weights)} bins, the histogram {len(counts)}"
-        kl = kl_divergence(weights, counts, epsilon=self.epsilon, laplace=self.smoothing == "laplace")
+        laplace = self.smoothing == "laplace"
+        if constant:
+            p = reference_distribution(weights, self.epsilon)
+            kl = kl_from_distribution(p, counts, epsilon=self.epsilon, laplace=laplace)
+        else:
+            kl = kl_divergence(weights, counts, epsilon=self.epsilon, laplace=laplace)
         return FeatureDrift(feature, kl, current.count, label)
 
     def _reference(
         self, ctx: VersionContext, stable: VersionContext | None, feature: str, current: Histogram
-    ) -> tuple[tuple[float, ...], str] | str:
+    ) -> tuple[tuple[float, ...], str, bool] | str:
+        """(weights per bucket, where they come from, whether they stay the same tick after tick) or why not."""
         mode = self.reference
         if mode == "auto":
             if feature in self.reference_bins:
@@ -174,14 +180,14 @@ class FeatureDriftRule(RuleBase):
                 mode = "stable"
         if mode == "inline":
             inline = self.reference_bins.get(feature)
-            return (inline, "the rule's reference") if inline is not None else "no inline reference bins"
+            return (inline, "the rule's reference", True) if inline is not None else "no inline reference bins"
         if mode == "baseline":
             bins = ctx.baseline.reference_bins.get(feature)
             if bins is None:
                 return "no reference bins in the registry baseline"
             if not _same_bounds(bins.bounds, current.bounds):
                 return "registry reference bins do not match the histogram's bucket edges"
-            return bins.fractions, "the registry reference"
+            return bins.fractions, "the registry reference", True
         if stable is None or stable.version == ctx.version:
             return "no reference bins and no other stable version to compare with"
         stable_window = stable.window(self.window)
@@ -192,4 +198,4 @@ class FeatureDriftRule(RuleBase):
             return f"stable {stable.version} has < {format_count(self.min_evidence.samples)} samples"
         if not _same_bounds(reference.bounds, current.bounds):
             return f"stable {stable.version} uses different bucket edges"
-        return reference.bucket_counts(), f"stable {stable.version}"
+        return reference.bucket_counts(), f"stable {stable.version}", False

@@ -30,18 +30,23 @@ class LatencyView:
     quantile_ms: float  # Prometheus' estimate (the top finite edge when the rank is in the overflow bucket)
     top_ms: float  # highest finite bucket edge
     in_overflow: bool  # the quantile lies above the highest finite edge
+    label: str  # "p99"
+    shown: str  # the quantile as reported: "212.5 ms", or "> 1000 ms" when in the overflow bucket
 
 
 def latency_view(histogram: Histogram, quantile: float, scale: float) -> LatencyView:
     finite = [b for b in histogram.bounds if not math.isinf(b)]
     top = finite[-1] if finite else 0.0
     in_overflow = (histogram.fraction_above(top) or 0.0) > 1.0 - quantile
+    quantile_ms = (histogram.quantile(quantile) or 0.0) * scale
     return LatencyView(
         histogram,
         histogram.cumulative[-1] if histogram.cumulative else 0.0,
-        (histogram.quantile(quantile) or 0.0) * scale,
+        quantile_ms,
         top * scale,
         in_overflow,
+        f"p{quantile * 100:g}",
+        f"> {top * scale:g} ms" if in_overflow else f"{quantile_ms:.1f} ms",
     )
 
 
@@ -85,8 +90,7 @@ class LatencyRule(RuleBase):
             )
         limit_ms = self.limit(self.sla_ms, firing)
         breached = (histogram.fraction_above(limit_ms / scale) or 0.0) > 1.0 - self.quantile
-        label = f"p{self.quantile * 100:g}"
-        shown = f"> {view.top_ms:g} ms" if view.in_overflow else f"{view.quantile_ms:.1f} ms"
+        label, shown = view.label, view.shown
         if breached and limit_ms > view.top_ms:
             # The quantile is somewhere above the last finite bucket edge, which is below the SLA: unknown.
             return self.insufficient(

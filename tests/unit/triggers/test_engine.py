@@ -117,7 +117,8 @@ def test_insufficient_evidence_does_not_clear_a_firing_rule() -> None:
 
 
 def test_rules_judge_candidates_not_the_stable_version_by_default() -> None:
-    engine = engine_for(make_rule("error_rate"), make_rule("error_rate", name="stable-errors", versions="stable"))
+    stable_rule = make_rule("error_rate", name="stable-errors", versions="stable", action="alert")
+    engine = engine_for(make_rule("error_rate"), stable_rule)
     bad_stable, good_candidate = Stream(), Stream()
     bad_stable.run(60, inc=traffic(10, 0.5))
     good_candidate.run(60, inc=traffic(10))
@@ -162,3 +163,19 @@ def test_state_of_a_version_that_left_traffic_is_forgotten() -> None:
     engine.evaluate(EngineInput(now=stream.ts + 1, histories={}, stable="v1", serving=("v1",)))
     stream.run(5, inc=traffic(10, 0.5))
     assert tick(engine, stream).decisions  # back in traffic: a fresh episode
+
+
+def test_a_rollback_rule_never_decides_to_roll_back_the_stable_version() -> None:
+    engine = engine_for(make_rule("error_rate", versions="all"))
+    bad_stable, bad_candidate = Stream(), Stream()
+    bad_stable.run(60, inc=traffic(10, 0.5))
+    bad_candidate.run(60, inc=traffic(10, 0.5))
+    decisions = {d.version: d.action for d in tick(engine, bad_candidate, bad_stable).decisions}
+    assert decisions == {"v1": Action.ALERT, "v2": Action.ROLLBACK}
+
+
+def test_explicit_version_list() -> None:
+    engine = engine_for(make_rule("error_rate", versions=["v2", "v9"]))
+    stream = Stream()
+    stream.run(60, inc=traffic(10))
+    assert [s.version for s in tick(engine, stream).statuses] == ["v2"]

@@ -159,3 +159,13 @@ class TestThroughputAnomaly:
         verdict = judge(make_rule("throughput_anomaly"), stream)
         assert verdict.status is INSUFFICIENT
         assert "baseline windows" in verdict.reason
+
+
+def test_sampling_gaps_make_a_window_inconclusive() -> None:
+    stream = Stream()
+    stream.run(60, inc=traffic(10))
+    stream.step(25, inc=traffic(250, error_ratio=0.5))  # the source was unreachable for 25 s
+    stream.step(inc=traffic(10, error_ratio=0.5))
+    verdict = judge(make_rule("error_rate"), stream)
+    assert verdict.status is INSUFFICIENT
+    assert verdict.reason.startswith("insufficient evidence: samples cover")

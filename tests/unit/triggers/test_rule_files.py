@@ -47,8 +47,10 @@ def test_good_file_loads_with_durations_and_ratios() -> None:
     assert rule_file.line_of("latency") == 8
 
 
-def test_shipped_default_rules_check_clean_for_both_tiers() -> None:
-    assert check_rule_files([REPO / "rules" / "default.yaml"]) == []
+def test_shipped_rule_files_and_tier_profiles_check_clean() -> None:
+    shipped = [REPO / "rules" / "default.yaml", *sorted((REPO / "rules" / "tiers").glob("*.yaml"))]
+    assert len(shipped) == 3
+    assert check_rule_files(shipped) == []
     assert check_rule_files([REPO / "rules" / "default.yaml"], tier="experimental") == []
     kinds = {rule.kind for rule in load_rule_set(REPO / "rules" / "default.yaml").rules}
     assert len(kinds) == 10
@@ -104,6 +106,13 @@ def test_check_reports_tier_dependent_problems_at_the_line(tmp_path: Path) -> No
     (error,) = check_rule_files([path])
     assert (error.source, error.line) == (str(path), 5)
     assert "rule 'e' with tier 'critical': clear_threshold: must be <= the threshold 0.05" in error.message
+
+
+def test_check_validates_tier_profiles_as_profiles(tmp_path: Path) -> None:
+    path = tmp_path / "profile.yaml"
+    path.write_text("tier: custom\ndefaults:\n  error_rate:\n    max_rat: 5%\n")
+    (error,) = check_rule_files([path])
+    assert error.line == 4 and "defaults.error_rate.max_rat: Extra inputs are not permitted" in error.message
 
 
 def test_check_reports_unknown_tier_and_unreadable_files(tmp_path: Path) -> None:

@@ -146,3 +146,12 @@ def test_histogram_quantile_interpolates_like_prometheus() -> None:
     assert overflow.fraction_above(100.0) == pytest.approx(0.1)
     assert Histogram((1.0, math.inf), (0.0, 0.0), 0.0, 0.0).quantile(0.99) is None
     assert histogram.mean() == pytest.approx(100.0)
+
+
+def test_non_finite_values_are_treated_as_not_reported() -> None:
+    history = SignalHistory()
+    history.append(Sample(1.0, {RQ: 10}, {"g": 1.0}))
+    history.append(Sample(2.0, {RQ: math.nan}, {"g": math.inf}))
+    history.append(Sample(3.0, {RQ: 15}, {"g": 2.0}))
+    assert history.delta(RQ, 10) == 5
+    assert history.latest_gauge("g") == 2.0

@@ -6,15 +6,19 @@ from pathlib import Path
 
 import pytest
 from pydantic import TypeAdapter
-from triggers_testkit import CONFIDENCE_BOUNDS, Stream, judge, make_rule, traffic
+from triggers_testkit import CONFIDENCE_BOUNDS, LATENCY_MS_BOUNDS, Stream, judge, make_rule, traffic
 
 from agent.domain.signals import Baseline, BaselineKey, Signal
 from agent.triggers import (
     Action,
+    EngineInput,
     Rule,
     RuleBase,
+    RuleEngine,
     RuleFileError,
     RuleResolutionError,
+    RuleSet,
+    RuleState,
     VerdictStatus,
     load_tier_profile,
     resolve_rule,
@@ -86,7 +90,7 @@ def test_min_evidence_merges_key_by_key(tmp_path: Path) -> None:
 
 def test_cross_field_problems_are_found_after_resolution() -> None:
     rule = written("error_rate", clear_threshold="8%")  # above the tier's 5% threshold
-    with pytest.raises(RuleResolutionError, match="clear_threshold: must be <= the threshold 0.05"):
+    with pytest.raises(RuleResolutionError, match=r"clear_threshold: must be <= the threshold 0\.05"):
         resolve_rule(rule, tier_profile("critical"))
     assert resolve_rule(written("error_rate", clear_threshold="8%", max_rate="10%"), None)
 
@@ -99,3 +103,19 @@ def test_tier_profile_errors_name_the_line(tmp_path: Path) -> None:
     (error,) = raised.value.errors
     assert (error.source, error.line) == (str(path), 5)
     assert "max_rate" in error.message and "invalid ratio" in error.message
+
+
+def test_same_sustained_latency_breach_fires_under_critical_but_is_still_pending_under_experimental() -> None:
+
+    engines = {
+        tier: RuleEngine(RuleSet(rules=(make_rule("latency_p99", tier, sla_ms=250),), tier=tier))
+        for tier in ("critical", "experimental")
+    }
+    stream = Stream().histogram(Signal.ENVOY_RQ_TIME_MS, LATENCY_MS_BOUNDS)
+    states = {}
+    for _ in range(7 * 60):  # 7 minutes with 10% of requests slower than the SLA
+        stream.step(observe={Signal.ENVOY_RQ_TIME_MS: [20.0] * 9 + [400.0]})
+        for tier, engine in engines.items():
+            inputs = EngineInput(now=stream.ts, histories={"v2": stream.history}, stable="v1", serving=("v1", "v2"))
+            states[tier] = engine.evaluate(inputs).statuses[0].state
+    assert states == {"critical": RuleState.FIRING, "experimental": RuleState.PENDING}
