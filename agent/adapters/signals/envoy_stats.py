@@ -50,7 +50,7 @@ class EnvoyStatsSource:
 
         def take(metric: str, signal: str, extra: Mapping[str, str] | None = None) -> None:
             # prometheus_client's parser names counter samples with a _total suffix whether Envoy wrote one or not.
-            found = by_name.get(metric) or by_name.get(f"{metric}_total", ())
+            found = by_name.get(metric) or by_name.get(f"{metric}_total") or []
             for s in found:
                 version = self._clusters.get(s.labels.get("envoy_cluster_name", ""))
                 if version is not None and all(s.labels.get(k) == v for k, v in (extra or {}).items()):
