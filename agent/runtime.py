@@ -52,7 +52,7 @@ from agent.http.webhook import AlertWebhook, add_alert_webhook
 from agent.log_buffer import RecentLogHandler
 from agent.ports.signals import SignalSource
 from agent.registry import Constraints, RegistryFileError
-from agent.telemetry import AgentMetrics, ServedVersionsCollector
+from agent.telemetry import AgentMetrics, ServedVersionsCollector, VersionStatusCollector
 from agent.triggers.engine import RuleEngine
 from agent.triggers.errors import RuleFileError
 from agent.triggers.ruleset import load_rule_set
@@ -235,6 +235,7 @@ async def run_agent(config: AgentConfig, *, dry_run: bool = False, log_tail: Rec
             sources.append(health)
         planner = RegistryPlanner(registry, _constraints(config))
         await planner.refresh_baselines()
+        metrics.registry.register(VersionStatusCollector(config.model.name, lambda: planner.statuses))
         histories: dict[str, SignalHistory] = {}
         providers = forensic_providers(
             config, rules, histories, session, admin_url, registry, log_tail, lambda: monitor.last_tick

@@ -5,6 +5,8 @@ Names follow Prometheus conventions: `rollback_agent_` prefix, base units, `_tot
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily
 
@@ -148,4 +150,20 @@ class ServedVersionsCollector:
         for version, weight in weights or ():
             if weight > 0:
                 family.add_metric([self._model, version], 1.0)
+        return [family]
+
+
+class VersionStatusCollector:
+    """`rollback_agent_version_status`: 1 for each version's registry status (candidate, verified, failed...)."""
+
+    def __init__(self, model: str, statuses: Callable[[], Mapping[str, str]]) -> None:
+        self._model = model
+        self._statuses = statuses
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "rollback_agent_version_status", "Registry status of each version.", labels=["model", "version", "status"]
+        )
+        for version, status in sorted(self._statuses().items()):
+            family.add_metric([self._model, version, status], 1.0)
         return [family]

@@ -90,6 +90,10 @@ async def timed_switch(generator: TrafficGenerator, target: str, args: list[str]
     if code != 0:
         raise SystemExit(f"the CLI failed ({code}): {out}")
     change = json.loads(out)
+    if not target:
+        weights = " ".join(f"{w['version']}={w['weight']}" for w in change["policy"]["weights"])
+        say(f"      traffic split {weights}; Envoy ACKed in {change['decision_to_ack_ms']:.1f} ms")
+        return
     weights = " ".join(f"{w['version']}={w['weight']}" for w in change["policy"]["weights"])
     say(f"      traffic moved to {weights}; Envoy ACKed in {change['decision_to_ack_ms']:.1f} ms")
     # The agent stamps the decision with the wall clock; the traffic log uses the monotonic clock.
@@ -101,7 +105,48 @@ async def timed_switch(generator: TrafficGenerator, target: str, args: list[str]
         say(f"      every request sent {1000 * max(first - decided, 0.0):.1f} ms after the decision went to {target}")
 
 
-async def story(ports: dict[str, int], auto: bool) -> int:
+async def rule_state(ports: dict[str, int], rule: str, version: str) -> str:
+    code, out = await asyncio.to_thread(cli, "status", "--json")
+    status = json.loads(out) if code == 0 else {}
+    return next((r["state"] for r in status.get("rules", []) if r["rule"] == rule and r["version"] == version), "")
+
+
+async def automatic_rollback(generator: TrafficGenerator, ports: dict[str, int], v2: RefServer) -> bool:
+    say("\n== v2 becomes the candidate: half the traffic, watched by the shipped rules (critical tier)")
+    await timed_switch(generator, "", ["set-weights", "v1=50", "v2=50", "--reason", "demo: canary v2"])
+    deadline = time.monotonic() + 30
+    while await rule_state(ports, "error-rate", "v2") != "ok":
+        if time.monotonic() > deadline:
+            raise SystemExit("the agent never judged v2 (see .demo/logs/agent.log)")
+        await asyncio.sleep(0.5)
+    say("    the agent judged v2 healthy (error-rate: ok)")
+    await asyncio.sleep(1.5)
+    say("\n== a fault appears in v2: half its requests fail")
+    injected = time.monotonic()
+    await v2.set_faults_async({"error_rate": 0.5})
+    deadline = injected + 30
+    while True:
+        await asyncio.sleep(0.1)
+        code, out = await asyncio.to_thread(cli, "status", "--json")
+        status = json.loads(out) if code == 0 else {}
+        served = {v["version"]: v["served_weight"] for v in status.get("versions", [])}
+        if served.get("v2") == 0:
+            break
+        if time.monotonic() > deadline:
+            say("    no rollback within 30 s (see .demo/logs/agent.log)")
+            return False
+    await asyncio.sleep(1.0)
+    first = generator.snapshot().first_time_all_from("v1", injected)
+    desired = status["desired"]
+    say(f"    the agent rolled back by itself: actor {desired['actor']}")
+    say(f"    verdict: {desired['reason']}")
+    if first is not None:
+        say(f"    fault -> every request answered by v1 again: {first - injected:.2f} s")
+    await v2.clear_faults_async()
+    return True
+
+
+async def story(ports: dict[str, int], v2: RefServer, auto: bool) -> int:
     bodies = [json.dumps(sample_request(1, seed=i)).encode() for i in range(64)]
     generator = TrafficGenerator(
         f"http://127.0.0.1:{ports['listener']}/v2/models/{MODEL}/infer",
@@ -109,6 +154,7 @@ async def story(ports: dict[str, int], auto: bool) -> int:
         rate_per_s=200,
         concurrency=8,
     )
+    rolled_back = True
     async with generator:
         say("\n== steady traffic through Envoy: 200 requests/s, v1 (stable) serving")
         with LiveView(generator):
@@ -119,12 +165,17 @@ async def story(ports: dict[str, int], auto: bool) -> int:
             say("\n== back to v1, the stable version")
             await timed_switch(generator, "v1", ["rollback", "--reason", "demo: back to stable"])
             await asyncio.sleep(1.1)
+            if auto:
+                rolled_back = await automatic_rollback(generator, ports, v2)
         results = generator.results
     failed = len(results.failed())
-    say(f"\n== {len(results)} requests, {failed} failed")
-    _code, out = cli("status")
-    say(out)
-    return 0 if failed == 0 else 1
+    say(
+        f"\n== {len(results)} requests sent, {failed} failed (the injected fault's, until the rollback)"
+    )
+    for args in (("status",), ("versions",), ("history",)):
+        _code, out = cli(*args)
+        say(f"\n$ rollback-agent {' '.join(args)}\n{out}")
+    return 0 if rolled_back else 1
 
 
 def main() -> int:
@@ -148,6 +199,8 @@ def main() -> int:
             "http": {"port": ports["http"]},
             "control": {"listen": {"port": ports["control"]}},
             "state_dir": str(WORK / "state"),
+            "rules": {"file": str(ROOT / "rules" / "default.yaml")},
+            "rollback": {"verify_window_s": 3},
         }
         (WORK / "agent.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         say(f"== starting the agent (config {WORK / 'agent.yaml'}) and a real Envoy 1.40")
@@ -164,7 +217,7 @@ def main() -> int:
         stack.enter_context(EnvoyProcess(bootstrap, work_dir=WORK / "envoy", log_dir=WORK / "logs").start(30))
         wait_http_ready(f"http://127.0.0.1:{ports['http']}/readyz", 30, process=agent)
         say("   agent ready: Envoy ACKed its config")
-        code = asyncio.run(story(ports, auto=not args.no_auto))
+        code = asyncio.run(story(ports, servers["v2"], auto=not args.no_auto))
     say(f"\n== all processes stopped; logs in {WORK / 'logs'}")
     return code
 

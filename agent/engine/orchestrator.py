@@ -134,6 +134,7 @@ class RollbackOrchestrator:
         self._lock = asyncio.Lock()
         self._recent: deque[float] = deque()  # wall times of automatic rollbacks, for the hourly cap
         self._last_rollback_at: float | None = None
+        self._last_rollback_target: str | None = None
         self._seen: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.holds: dict[str, str] = {}  # version -> why promotion is held
@@ -167,7 +168,7 @@ class RollbackOrchestrator:
             failing = self._failing_version(event)
             if failing is None:
                 return Decision(DecisionOutcome.RECORDED, self._nothing_to_do(event))
-            suppressed = self._suppression(event)
+            suppressed = self._suppression(event, failing)
             if suppressed:
                 self._metrics.rollbacks.labels(self._traffic.model, event.cause.value, "suppressed").inc()
                 await self._record_suppressed(event, failing, suppressed)
@@ -194,15 +195,24 @@ class RollbackOrchestrator:
         who = event.version or "a non-stable version"
         return f"{who} receives no traffic (serving {dict(policy.weights)}); nothing to roll back: {event.summary}"
 
-    def _suppression(self, event: TriggerEvent) -> str:
+    def _suppression(self, event: TriggerEvent, failing: str) -> str:
         if event.cause is Cause.OPERATOR:
             return ""
         if self._traffic.automation.paused:
             return f"automation paused by an operator ({self._traffic.automation.reason})"
         now = self._wall()
-        if self._last_rollback_at is not None and now - self._last_rollback_at < self.settings.cooldown_s:
+        # The cooldown stops ping-pong: right after a rollback moved traffic to a version, accusing that version
+        # waits. A version that someone routed traffic to since (a new canary) is rolled back at once.
+        if (
+            self._last_rollback_at is not None
+            and failing == self._last_rollback_target
+            and now - self._last_rollback_at < self.settings.cooldown_s
+        ):
             left = self.settings.cooldown_s - (now - self._last_rollback_at)
-            return f"cooldown: the last rollback was {now - self._last_rollback_at:.0f}s ago ({left:.0f}s left)"
+            return (
+                f"cooldown: the last rollback moved traffic to {failing} {now - self._last_rollback_at:.0f}s ago "
+                f"({left:.0f}s left)"
+            )
         while self._recent and now - self._recent[0] > 3600:
             self._recent.popleft()
         if len(self._recent) >= self.settings.max_per_hour:
@@ -277,6 +287,7 @@ class RollbackOrchestrator:
         record.to_policy.CopyFrom(policy_to_pb(change.policy))
         clock.add("ack", change.decision_to_ack_ms, "ok", f"decision to ACK {change.decision_to_ack_ms:.1f} ms")
         self._last_rollback_at = self._wall()
+        self._last_rollback_target = target
         if event.cause is not Cause.OPERATOR:
             self._recent.append(self._last_rollback_at)
         with clock.phase("mark") as phase:

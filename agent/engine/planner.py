@@ -24,10 +24,13 @@ class RegistryPlanner:
         self._registry = registry
         self._constraints = constraints
         self.baselines: dict[str, Baseline] = {}
+        self.statuses: dict[str, str] = {}
 
     async def refresh_baselines(self) -> Mapping[str, Baseline]:
+        """Re-read baselines and statuses (the registry file may change under git-ops; the overlay at runtime)."""
         versions = await self._registry.list_versions()
         self.baselines = {v.tag: v.baseline.to_domain() for v in versions if v.baseline is not None}
+        self.statuses = {v.tag: str(v.status) for v in versions}
         return self.baselines
 
     async def targets(self, failing: str, operator_choice: str | None) -> Sequence[TargetCandidate]:
@@ -45,6 +48,7 @@ class RegistryPlanner:
         except (UnknownVersionError, StatusTransitionError) as exc:
             log.error("could not mark %s failed: %s", version, exc)
             return "unknown"
+        self.statuses[version] = VersionStatus.FAILED.value
         return previous.value
 
     async def mark_verified(self, version: str, detail: str) -> None:
