@@ -5,7 +5,6 @@ Real Envoy, the real agent process, two reference model servers; faults injected
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import pytest
@@ -95,11 +94,13 @@ async def test_low_traffic_is_insufficient_evidence_not_a_rollback(stack):
     await stack.upstreams["v2"].set_faults_async({"error_rate": 1.0})
     async with TrafficGenerator(stack.traffic_url, body_factory, rate_per_s=4, concurrency=1) as generator:
 
-        async def judged() -> bool:
-            return (await rule_states(stack, "v2")).get("error-rate") == "insufficient_evidence"
+        async def judged_for_a_while() -> bool:  # several ticks at low traffic, all inconclusive
+            _, body = await stack.control("GET", "/v1/status")
+            rule = next((r for r in body["rules"] if r["rule"] == "error-rate" and r["version"] == "v2"), None)
+            return rule is not None and rule["state"] == "insufficient_evidence" and rule["for_s"] >= 3
 
-        await async_wait_until(judged, 15, what="error-rate judged insufficient evidence")
-        await asyncio.sleep(2)  # a few more ticks at low traffic: still no rollback
+        await async_wait_until(judged_for_a_while, 20, what="error-rate inconclusive for 3 s at low traffic")
         states = await rule_states(stack, "v2")
+    assert generator.results.counts_by_status().get(500, 0) > 0, "the failing candidate did receive requests"
     assert states["error-rate"] == "insufficient_evidence"
     assert await served(stack) == {"v1": 50, "v2": 50}
