@@ -169,9 +169,7 @@ async def story(ports: dict[str, int], v2: RefServer, auto: bool) -> int:
                 rolled_back = await automatic_rollback(generator, ports, v2)
         results = generator.results
     failed = len(results.failed())
-    say(
-        f"\n== {len(results)} requests sent, {failed} failed (the injected fault's, until the rollback)"
-    )
+    say(f"\n== {len(results)} requests sent, {failed} failed (the injected fault's, until the rollback)")
     for args in (("status",), ("versions",), ("history",)):
         _code, out = cli(*args)
         say(f"\n$ rollback-agent {' '.join(args)}\n{out}")
