@@ -31,8 +31,12 @@ async def test_sources_read_real_envoy_and_model_server(tmp_path, agent_factory,
 
         async def flushed():  # histograms reach the admin endpoint at the next stats flush (1 s)
             sample = (await envoy.sample(0.0))["v2"]
-            return sample if Signal.ENVOY_RQ_TIME_MS in sample.histograms and sample.histograms[
-                Signal.ENVOY_RQ_TIME_MS].count >= 400 else None
+            return (
+                sample
+                if Signal.ENVOY_RQ_TIME_MS in sample.histograms
+                and sample.histograms[Signal.ENVOY_RQ_TIME_MS].count >= 400
+                else None
+            )
 
         v2 = await async_wait_until(flushed, 5, what="Envoy latency histogram flushed")
         assert v2.counters[Signal.ENVOY_RQ_TOTAL] == 400
