@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from agent.cli import main as cli_main
-from agent.config import AgentConfig, ConfigError, parse_config
+from agent.config import AgentConfig, parse_config
 from agent.envoy_bootstrap import XDS_CLUSTER_NAME
 
 REPO = Path(__file__).resolve().parents[2]
@@ -222,18 +222,25 @@ def test_weights_and_overrides_keep_their_types(render: Any) -> None:
 
 
 def test_extra_agent_config_keys_pass_through(render: Any) -> None:
-    """Future agent settings (alertmanager, rules) need no chart change: agent.config carries them verbatim."""
-    extra = {"alertmanager": {"urls": ["http://alertmanager.monitoring:9093"]}}
-    rendered = render({"agent": {"config": extra}, "rules": {"setConfigPaths": True}})
+    """Agent settings the chart has no values for (alerts, rollback...) pass through agent.config verbatim."""
+    extra = {
+        "alerts": {"alertmanager": {"urls": ["http://alertmanager.monitoring:9093"]}},
+        "rollback": {"cooldown_s": 60},
+    }
+    rendered = render({"agent": {"config": extra}})
     raw = yaml.safe_load(rendered.agent_yaml)
-    assert raw["alertmanager"] == extra["alertmanager"]
-    assert raw["rules"] == {"paths": ["/etc/rollback-agent/rules"]}
-    unknown = sorted({"alertmanager", "rules"} - set(AgentConfig.model_fields))
-    if not unknown:
-        rendered.agent_config  # noqa: B018 - the agent knows these keys now: the config must parse
-    else:
-        with pytest.raises(ConfigError, match="Extra inputs are not permitted"):
-            rendered.agent_config  # noqa: B018 - not yet: the agent (not the chart) rejects them
+    assert raw["alerts"] == extra["alerts"] and raw["rollback"] == extra["rollback"]
+    config = rendered.agent_config
+    assert [str(u) for u in config.alerts.alertmanager.urls] == ["http://alertmanager.monitoring:9093"]
+    assert config.rollback.cooldown_s == 60
+
+
+def test_rule_file_in_the_mounted_directory_is_the_agents_rule_file(render: Any) -> None:
+    files = {"default.yaml": "rules: []\n", "tiers/critical.yaml": "tier: critical\n"}
+    config = render({"rules": {"files": files, "ruleFile": "default.yaml", "customTiers": True}}).agent_config
+    assert str(config.rules.file) == "/etc/rollback-agent/rules/default.yaml"
+    assert str(config.rules.tiers_dir) == "/etc/rollback-agent/rules/tiers"
+    assert render({}).agent_config.rules.file is None
 
 
 def test_bootstrap_written_by_the_init_container_matches_the_envoy_probe(

@@ -129,8 +129,12 @@ needs a port or a path reads it from this (through fromYaml), so the pod spec al
 {{- end -}}
 {{- $_ := set $cfg "initial_weights" $weights -}}
 {{- end -}}
-{{- if $v.rules.setConfigPaths -}}
-{{- $_ := set $cfg "rules" (dict "paths" (list $v.rules.mountPath)) -}}
+{{- if $v.rules.ruleFile -}}
+{{- $rules := dict "file" (printf "%s/%s" $v.rules.mountPath $v.rules.ruleFile) -}}
+{{- if $v.rules.customTiers -}}
+{{- $_ := set $rules "tiers_dir" (printf "%s/tiers" $v.rules.mountPath) -}}
+{{- end -}}
+{{- $_ := set $cfg "rules" $rules -}}
 {{- end -}}
 {{- $cfg = mergeOverwrite $cfg (deepCopy (default dict $v.agent.config)) -}}
 {{- toYaml $cfg -}}
