@@ -19,7 +19,8 @@ from agent.triggers.rule import RuleBase
 
 TIER_NAME_PATTERN = r"^[a-z][a-z0-9_-]*$"
 SHIPPED_TIERS: Final = ("critical", "experimental")
-SHIPPED_TIERS_DIR: Final = Path(__file__).resolve().parents[2] / "rules" / "tiers"
+# Shipped inside the package (rules/tiers/ in the repository links here), so an installed agent has them too.
+SHIPPED_TIERS_DIR: Final = Path(__file__).resolve().parent / "profiles"
 
 # Fields a rule must state itself: they identify it or are specific to the model.
 _NOT_DEFAULTABLE: Final = frozenset({"name", "kind", "description"})
