@@ -107,6 +107,10 @@ class AgentStack:
     def traffic_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['listener']}/v2/models/{MODEL}/infer"
 
+    @staticmethod
+    def http_session() -> aiohttp.ClientSession:
+        return aiohttp.ClientSession()
+
     async def get_status_code(self, path: str) -> int:
         try:
             async with aiohttp.ClientSession() as s, s.get(self.http_url + path) as r:

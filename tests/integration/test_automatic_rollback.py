@@ -104,3 +104,26 @@ async def test_low_traffic_is_insufficient_evidence_not_a_rollback(stack):
     assert generator.results.counts_by_status().get(500, 0) > 0, "the failing candidate did receive requests"
     assert states["error-rate"] == "insufficient_evidence"
     assert await served(stack) == {"v1": 50, "v2": 50}
+
+
+async def test_paused_automation_records_but_does_not_move_traffic(stack):
+    await stack.wait_ready_async()
+    await stack.set_weights(v1=50, v2=50)
+    status, body = await stack.control("POST", "/v1/pause", {"reason": "change freeze"})
+    assert status == 200 and body["paused"] and body["pause_reason"] == "change freeze"
+    async with TrafficGenerator(stack.traffic_url, body_factory, rate_per_s=200, concurrency=8) as generator:
+        await generator.wait_for_responses(400, timeout_s=10)
+        await stack.upstreams["v2"].set_faults_async({"error_rate": 0.5})
+
+        async def firing() -> bool:
+            return (await rule_states(stack, "v2")).get("error-rate") == "firing"
+
+        await async_wait_until(firing, 20, what="error-rate firing for v2 while paused")
+    assert await served(stack) == {"v1": 50, "v2": 50}, "paused: no automatic rollback"
+    assert generator.results.counts_by_status().get(500, 0) > 0
+    async with stack.http_session() as session, session.get(f"{stack.http_url}/metrics") as response:
+        metrics = await response.text()
+    assert 'rollback_agent_rollbacks_total{cause="rule",model="cancer",outcome="suppressed"} 1.0' in metrics
+    async with stack.http_session() as session, session.get(f"{stack.http_url}/v1/health/versions") as response:
+        health = await response.json()
+    assert health["v1"]["ready"]["ok"] and health["v2"]["ready"]["ok"]
