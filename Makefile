@@ -35,8 +35,12 @@ integration: install system-deps
 test: install system-deps lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=15 tests
 
-bench: install
-	$(PY) bench/failover.py
+BENCHES := failover rules detect rollback webhook fleet
+
+# Each benchmark prints one JSON object as its last line and writes bench/results/<name>.json.
+bench: install system-deps
+	@set -e; for b in $(BENCHES); do echo "== bench/$$b"; $(PY) bench/$$b.py; done
+	@echo "results: bench/results/*.json"
 
 proto: install
 	$(PY) scripts/gen_proto.py
