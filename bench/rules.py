@@ -197,11 +197,18 @@ def main() -> None:
     print(f"kept frames: {frames} ({stored_mb:.1f} MB of values), append p50 {statistics.median(append_ms):.2f} ms")
     print(f"tick: {statuses} rule x version evaluations, p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {tick_ms[-1]:.2f} ms")
     print(f"decisions emitted over {TICKS} ticks: {decisions}")
-    print(
-        json.dumps(
-            {"rules": RULES, "tick_ms_p50": round(p50, 3), "tick_ms_p99": round(p99, 3), "rss_mb": round(rss_mb(), 1)}
-        )
-    )
+    result = {
+        "bench": "rules",
+        "rules": RULES,
+        "tick_ms_p50": round(p50, 3),
+        "tick_ms_p99": round(p99, 3),
+        "rss_mb": round(rss_mb(), 1),
+        "targets": {"tick_ms_p99": 20, "rss_mb": 60},
+    }
+    out = Path(__file__).resolve().parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "rules.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
