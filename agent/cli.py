@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     boot.add_argument("--config", "-c", type=Path, required=True)
     boot.add_argument("--node-id", default=None, help="Envoy node id (default: MODEL-sidecar, or $HOSTNAME)")
     boot.add_argument("--xds-host", default=None, help="address Envoy dials for xDS (default: the xds.address)")
+    boot.add_argument("--output", "-o", type=Path, help="write to this file (atomically) instead of stdout")
 
     rules = sub.add_parser("rules", help="rule files")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="SUBCOMMAND")
@@ -157,7 +158,18 @@ def _bootstrap(args: argparse.Namespace) -> int:
         admin_host=config.envoy.admin.address,
         admin_port=config.envoy.admin.port,
     )
-    print(yaml.safe_dump(bootstrap, sort_keys=False), end="")
+    text = yaml.safe_dump(bootstrap, sort_keys=False)
+    if args.output is None:
+        print(text, end="")
+        return EXIT_OK
+    partial = args.output.with_name(args.output.name + ".tmp")
+    try:
+        partial.write_text(text)
+        partial.replace(args.output)  # Envoy never sees a half-written bootstrap
+    except OSError as exc:
+        print(f"error: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"bootstrap for node {node_id} written to {args.output}")
     return EXIT_OK
 
 

@@ -272,12 +272,11 @@ def test_deployment_runs_model_servers_envoy_and_agent_after_the_bootstrap_init(
     init = r.container("envoy-bootstrap")
     assert init["image"] == r.container("agent")["image"] == "rollback-agent:0.1.0"
     assert init["env"] == [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
-    script = " ".join(init["command"][2:])
-    assert init["command"][:2] == ["sh", "-ec"]
-    assert f"rollback-agent bootstrap --config {CONFIG_PATH} --node-id $(POD_NAME)" in script
-    written = re.search(r"&& mv \S+ (\S+)$", script)
-    assert written, script
-    bootstrap_path = PurePosixPath(written.group(1))
+    # The image's entrypoint is rollback-agent; no shell: the CLI writes the file atomically itself.
+    assert "command" not in init
+    args = init["args"]
+    assert args[:5] == ["bootstrap", "--config", CONFIG_PATH, "--node-id", "$(POD_NAME)"]
+    bootstrap_path = PurePosixPath(args[args.index("--output") + 1])
     envoy = r.container("envoy")
     assert envoy["args"][envoy["args"].index("--config-path") + 1] == str(bootstrap_path)
     assert r.mount("envoy-bootstrap", "envoy-bootstrap")["mountPath"] == str(bootstrap_path.parent)
