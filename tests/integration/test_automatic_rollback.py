@@ -5,6 +5,7 @@ Real Envoy, the real agent process, two reference model servers; faults injected
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -41,10 +42,10 @@ async def rule_states(stack: AgentStack, version: str) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("fault", "rules"),
     [
-        ({"error_rate": 0.5}, {"error-rate"}),
-        # A crash is seen twice on the same tick: the crash rule (unreachable server, connect failures) and the
-        # error rate (Envoy answers 503 for the refused connections). Either is a correct reason.
-        ({"crash": True}, {"crash", "error-rate"}),
+        ({"error_rate": 0.5}, {"error-rate-fast", "error-rate"}),
+        # A crash is seen by several rules on the same tick: the crash rule (unreachable server, connect failures)
+        # and the error rates (Envoy answers 503 for the refused connections). Any is a correct reason.
+        ({"crash": True}, {"crash", "error-rate-fast", "error-rate"}),
     ],
 )
 async def test_fault_in_candidate_rolls_traffic_back_to_stable(stack, fault, rules):
@@ -116,14 +117,17 @@ async def test_paused_automation_records_but_does_not_move_traffic(stack):
         await stack.upstreams["v2"].set_faults_async({"error_rate": 0.5})
 
         async def firing() -> bool:
-            return (await rule_states(stack, "v2")).get("error-rate") == "firing"
+            return "firing" in {s for r, s in (await rule_states(stack, "v2")).items() if r.startswith("error-rate")}
 
         await async_wait_until(firing, 20, what="error-rate firing for v2 while paused")
     assert await served(stack) == {"v1": 50, "v2": 50}, "paused: no automatic rollback"
     assert generator.results.counts_by_status().get(500, 0) > 0
     async with stack.http_session() as session, session.get(f"{stack.http_url}/metrics") as response:
         metrics = await response.text()
-    assert 'rollback_agent_rollbacks_total{cause="rule",model="cancer",outcome="suppressed"} 1.0' in metrics
+    suppressed = re.search(
+        r'^rollback_agent_rollbacks_total\{cause="rule",model="cancer",outcome="suppressed"\} (\S+)$', metrics, re.M
+    )
+    assert suppressed and float(suppressed.group(1)) >= 1  # each firing error-rate rule asked, each was suppressed
     async with stack.http_session() as session, session.get(f"{stack.http_url}/v1/health/versions") as response:
         health = await response.json()
     assert health["v1"]["ready"]["ok"] and health["v2"]["ready"]["ok"]
