@@ -384,7 +384,10 @@ async def _refresh_baselines(planner: RegistryPlanner, interval_s: float = 30.0)
 
 
 async def _wait_grpc(server: grpc.aio.Server) -> None:
-    await server.wait_for_termination()
+    # Shielded: wait_for_termination() awaits the server's own shutdown future, so cancelling this task at shutdown
+    # (Supervisor.cancel_all) would cancel that future, and the server.stop() cleanup would then raise
+    # CancelledError: a traceback and exit code 1 on every SIGTERM, and the cleanups after it skipped.
+    await asyncio.shield(server.wait_for_termination())
 
 
 def _grpc_stopper(server: grpc.aio.Server) -> Callable[[], Awaitable[None]]:
