@@ -122,12 +122,18 @@ async def test_paused_automation_records_but_does_not_move_traffic(stack):
         await async_wait_until(firing, 20, what="error-rate firing for v2 while paused")
     assert await served(stack) == {"v1": 50, "v2": 50}, "paused: no automatic rollback"
     assert generator.results.counts_by_status().get(500, 0) > 0
-    async with stack.http_session() as session, session.get(f"{stack.http_url}/metrics") as response:
-        metrics = await response.text()
-    suppressed = re.search(
-        r'^rollback_agent_rollbacks_total\{cause="rule",model="cancer",outcome="suppressed"\} (\S+)$', metrics, re.M
-    )
-    assert suppressed and float(suppressed.group(1)) >= 1  # each firing error-rate rule asked, each was suppressed
+
+    async def suppressed_recorded() -> bool:  # the status shows "firing" a moment before the orchestrator counts
+        async with stack.http_session() as session, session.get(f"{stack.http_url}/metrics") as response:
+            found = re.search(
+                r'^rollback_agent_rollbacks_total\{cause="rule",model="cancer",outcome="suppressed"\} (\S+)$',
+                await response.text(),
+                re.M,
+            )
+        return found is not None and float(found.group(1)) >= 1
+
+    await async_wait_until(suppressed_recorded, 5, what="the suppressed rollback counted")
+    assert await served(stack) == {"v1": 50, "v2": 50}
     async with stack.http_session() as session, session.get(f"{stack.http_url}/v1/health/versions") as response:
         health = await response.json()
     assert health["v1"]["ready"]["ok"] and health["v2"]["ready"]["ok"]
