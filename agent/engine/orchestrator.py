@@ -2,8 +2,8 @@
 
 Every trigger (rule verdict, alert, operator) arrives as a TriggerEvent. Safety comes first: a rollback never moves
 traffic to a target that failed a check; with no eligible target the agent escalates and keeps the routing it has.
-Archiving starts with the decision and runs beside the switch, never delaying it. Verification runs after the
-switch, in the background, so the switch itself is never held up by the verification window.
+Archiving starts with the decision and captures once the switch is done, so it never delays it. Verification runs
+after the switch, in the background, so the switch itself is never held up by the verification window.
 """
 
 from __future__ import annotations
@@ -102,6 +102,13 @@ class _PhaseClock:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Archived:
+    result: ArchiveResult | None  # None: the archive failed (logged)
+    started_at: float  # wall clock
+    duration_ms: float
+
+
 class RollbackOrchestrator:
     def __init__(
         self,
@@ -137,6 +144,7 @@ class RollbackOrchestrator:
         self._last_rollback_target: str | None = None
         self._seen: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._archive_gates: dict[str, asyncio.Event] = {}  # rollback id -> set once the switch is over
         self.holds: dict[str, str] = {}  # version -> why promotion is held
         self.escalations: deque[str] = deque(maxlen=20)
 
@@ -188,6 +196,9 @@ class RollbackOrchestrator:
         if event.version is not None:
             return event.version if policy.weight(event.version) > 0 else None
         serving = [v for v in policy.serving() if v != self._traffic.stable]
+        if event.cause is Cause.OPERATOR and event.target is not None:
+            # An operator naming the target rolls back from whatever else serves, the stable version included.
+            serving = [v for v in [*serving, *policy.serving()] if v != event.target]
         return serving[0] if serving else None
 
     def _nothing_to_do(self, event: TriggerEvent) -> str:
@@ -236,39 +247,21 @@ class RollbackOrchestrator:
         with clock.phase("select") as phase:
             candidates = await self._planner.targets(failing, operator_choice)
             phase.detail = ", ".join(c.version for c in candidates) or "no verified version older than " + failing
-        archive_task = asyncio.create_task(self._archive(rollback_id, failing, event), name=f"archive-{rollback_id}")
-        target: str | None = None
-        with clock.phase("validate") as phase:
-            for candidate in candidates:
-                reason = await self._validate(candidate)
-                if reason:
-                    record.skipped.append(audit_pb2.SkippedTarget(version=candidate.version, reason=reason))
-                    log.warning("rollback %s: target %s skipped: %s", rollback_id, candidate.version, reason)
-                    continue
-                target = candidate.version
-                break
-            phase.detail = f"target {target}" if target else "no eligible target"
-            if target is None:
-                phase.outcome = "failed"
+        # The archive starts with the decision but captures only once the switch is over (or the procedure
+        # escalates): captured beside the switch, it doubled decision -> ACK on a real Envoy (Envoy's main thread
+        # served the config dump instead of the push; the capture's CPU and file writes competed with the agent's
+        # own; bench/webhook.py). The failing route stays in the record's from_policy.
+        gate = self._archive_gates[rollback_id] = asyncio.Event()
+        archive_task = asyncio.create_task(
+            self._archive(rollback_id, failing, event, gate), name=f"archive-{rollback_id}"
+        )
+        target = await self._choose_target(rollback_id, candidates, record, clock)
         if target is None:
             detail = "no eligible rollback target: " + (
                 "; ".join(f"{s.version}: {s.reason}" for s in record.skipped) or "none verified"
             )
             return await self._escalate(record, clock, event, "no_eligible_target", detail, archive_task)
         record.to_version = target
-        if not await self._health.is_loaded(target):
-            with clock.phase("warm") as phase:
-                try:
-                    await self._warmer.warm(target, self.settings.warm_timeout_s)
-                except WarmUpError as exc:
-                    phase.outcome, phase.detail = "failed", str(exc)
-            if clock.phases[-1].outcome == "failed":
-                record.skipped.append(audit_pb2.SkippedTarget(version=target, reason=clock.phases[-1].detail))
-                return await self._escalate(
-                    record, clock, event, "no_eligible_target", f"warm-up of {target} failed", archive_task
-                )
-        else:
-            clock.add("warm", 0.0, "skipped", f"{target} already loaded")
         change: ChangeResult | None = None
         with clock.phase("switch") as phase:
             try:
@@ -282,6 +275,7 @@ class RollbackOrchestrator:
                 phase.detail = f"route {change.route_version} ACKed by {nodes}"
             except TrafficChangeError as exc:
                 phase.outcome, phase.detail = "failed", str(exc)
+        gate.set()
         if change is None:
             return await self._escalate(record, clock, event, "switch_failed", clock.phases[-1].detail, archive_task)
         record.to_policy.CopyFrom(policy_to_pb(change.policy))
@@ -291,10 +285,19 @@ class RollbackOrchestrator:
         if event.cause is not Cause.OPERATOR:
             self._recent.append(self._last_rollback_at)
         with clock.phase("mark") as phase:
-            previous_status = await self._planner.mark_failed(
-                failing, f"rollback {rollback_id}: {event.summary}", self._actor(event)
-            )
+            why = f"rollback {rollback_id}: {event.summary}"
+            previous_status = await self._planner.mark_failed(failing, why, self._actor(event))
             phase.detail = f"{failing}: {previous_status} -> failed"
+            if previous_status not in ("unknown", "failed"):  # the status change goes into the audit chain too
+                status_record = audit_pb2.AuditRecord(
+                    model=self._traffic.model,
+                    actor=self._actor(event),
+                    version_status_changed=audit_pb2.VersionStatusChanged(
+                        version=failing, from_status=previous_status, to_status="failed", reason=why
+                    ),
+                )
+                status_record.at.CopyFrom(timestamp(self._wall()))
+                await self._store.append_audit(status_record)
         log.warning(
             "rollback %s: %s -> %s in %.1f ms (%s)",
             rollback_id,
@@ -306,10 +309,65 @@ class RollbackOrchestrator:
         self._spawn(self._after_switch(record, clock, event, target, archive_task), f"verify-{rollback_id}")
         return Decision(DecisionOutcome.ROLLED_BACK, f"rolled back {failing} -> {target}", rollback_id)
 
-    async def _validate(self, candidate: TargetCandidate) -> str:
+    async def _choose_target(
+        self,
+        rollback_id: str,
+        candidates: Sequence[TargetCandidate],
+        record: audit_pb2.Rollback,
+        clock: _PhaseClock,
+    ) -> str | None:
+        """The first candidate that is compatible, healthy and loaded (warmed if need be, then checked again).
+
+        Every skipped candidate goes into the record with its reason; the next older one is tried.
+        """
+        started, warm_ms, warm_notes = self._perf(), 0.0, []
+
+        def skip(version: str, reason: str) -> None:
+            record.skipped.append(audit_pb2.SkippedTarget(version=version, reason=reason))
+            log.warning("rollback %s: target %s skipped: %s", rollback_id, version, reason)
+
+        target: str | None = None
+        for candidate in candidates:
+            reason = await self._validate(candidate)
+            if reason:
+                skip(candidate.version, reason)
+                continue
+            if not await self._health.is_loaded(candidate.version):
+                warm_started = self._perf()
+                try:
+                    await self._warmer.warm(candidate.version, self.settings.warm_timeout_s)
+                except WarmUpError as exc:
+                    warm_ms += (self._perf() - warm_started) * 1000.0
+                    warm_notes.append(f"{candidate.version} failed: {exc}")
+                    skip(candidate.version, f"warm-up failed: {exc}")
+                    continue
+                warm_ms += (self._perf() - warm_started) * 1000.0
+                warm_notes.append(f"{candidate.version} loaded")
+                # Loaded now: readiness and the golden inference can be judged; judge them before any traffic.
+                reason = await self._validate(candidate, max_age_s=0.0)
+                if reason:
+                    skip(candidate.version, f"after warm-up: {reason}")
+                    continue
+            target = candidate.version
+            break
+        validate_ms = (self._perf() - started) * 1000.0 - warm_ms
+        clock.add(
+            "validate",
+            validate_ms,
+            "ok" if target else "failed",
+            f"target {target}" if target else "no eligible target",
+        )
+        warm_outcome = (
+            "skipped" if not warm_notes else ("ok" if target and f"{target} loaded" in warm_notes else "failed")
+        )
+        clock.add("warm", warm_ms, warm_outcome, "; ".join(warm_notes) or "target already loaded")
+        return target
+
+    async def _validate(self, candidate: TargetCandidate, max_age_s: float | None = None) -> str:
         if candidate.incompatibilities:
             return "incompatible: " + "; ".join(candidate.incompatibilities)
-        checks = await self._health.live_checks(candidate.version, max_age_s=self.settings.health_max_age_s)
+        age = self.settings.health_max_age_s if max_age_s is None else max_age_s
+        checks = await self._health.live_checks(candidate.version, max_age_s=age)
         failed = [c for c in checks if not c.passed and c.name != "model_loaded"]
         if failed:
             return "unhealthy: " + "; ".join(f"{c.name}: {c.detail}" for c in failed)
@@ -321,7 +379,7 @@ class RollbackOrchestrator:
         clock: _PhaseClock,
         event: TriggerEvent,
         target: str,
-        archive_task: asyncio.Task[ArchiveResult | None],
+        archive_task: asyncio.Task[_Archived],
     ) -> None:
         with clock.phase("confirm") as phase:
             ok, detail = await self._confirmer.confirm(target, self.settings.confirm_timeout_s)
@@ -367,7 +425,7 @@ class RollbackOrchestrator:
         event: TriggerEvent,
         outcome: str,
         detail: str,
-        archive_task: asyncio.Task[ArchiveResult | None],
+        archive_task: asyncio.Task[_Archived],
     ) -> Decision:
         record.outcome, record.detail = outcome, detail
         self._escalation(self._traffic.model, outcome, detail)
@@ -380,9 +438,12 @@ class RollbackOrchestrator:
         self.escalations.append(detail)
         log.error("ESCALATION (%s): %s", reason, detail)
 
-    async def _archive(self, rollback_id: str, failing: str, event: TriggerEvent) -> ArchiveResult | None:
+    async def _archive(self, rollback_id: str, failing: str, event: TriggerEvent, gate: asyncio.Event) -> _Archived:
+        await gate.wait()
+        started_wall, started = self._wall(), self._perf()
+        result: ArchiveResult | None = None
         try:
-            return await self._archiver.archive(
+            result = await self._archiver.archive(
                 ForensicInputs(
                     rollback_id=rollback_id,
                     model=self._traffic.model,
@@ -394,19 +455,26 @@ class RollbackOrchestrator:
             )
         except Exception:
             log.exception("forensic archive of rollback %s failed", rollback_id)
-            return None
+        return _Archived(result, started_wall, (self._perf() - started) * 1000.0)
 
     async def _finish_archive(
-        self, record: audit_pb2.Rollback, clock: _PhaseClock, task: asyncio.Task[ArchiveResult | None]
+        self, record: audit_pb2.Rollback, clock: _PhaseClock, task: asyncio.Task[_Archived]
     ) -> None:
-        started = self._perf()
-        result = await task
-        waited = (self._perf() - started) * 1000.0
+        # The phase is the archive's own run (it starts once the switch is over), not the wait here.
+        gate = self._archive_gates.pop(record.rollback_id, None)
+        if gate is not None:
+            gate.set()  # an escalation before the switch: capture now
+        archived = await task
+        result = archived.result
+        phase = audit_pb2.Phase(
+            name="archive", started_at=timestamp(archived.started_at), duration_ms=archived.duration_ms
+        )
         if result is None:
-            clock.add("archive", waited, "failed", "see the agent log")
-            return
-        record.archive_path, record.archive_sha256 = result.path, result.sha256
-        clock.add("archive", waited, "ok", f"{result.files} files, {result.bytes} bytes at {result.path}")
+            phase.outcome, phase.detail = "failed", "see the agent log"
+        else:
+            record.archive_path, record.archive_sha256 = result.path, result.sha256
+            phase.outcome, phase.detail = "ok", f"{result.files} files, {result.bytes} bytes at {result.path}"
+        clock.phases.append(phase)
 
     async def _write(self, record: audit_pb2.Rollback, clock: _PhaseClock, event: TriggerEvent) -> None:
         record.phases.extend(clock.phases)

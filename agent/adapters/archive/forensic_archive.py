@@ -76,20 +76,26 @@ class ForensicArchiver:
         return await asyncio.to_thread(self._write, inputs, files)
 
     def _write(self, inputs: ForensicInputs, files: Mapping[str, bytes]) -> ArchiveResult:
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        # Microseconds in the name: retention orders bundles by name, so bundles made within one second must
+        # still sort by creation time, not by their (random) rollback ids.
+        now = time.time()
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1_000_000):06d}Z"
         bundle = self._inside(self.root / f"{stamp}-{_safe(inputs.rollback_id)}")
         bundle.mkdir(parents=True, exist_ok=False)
         manifest: dict[str, Any] = {"rollback_id": inputs.rollback_id, "model": inputs.model, "files": {}}
         written = 0
-        for name in sorted(files):
-            content = files[name]
+        # The manifest names each file by the path it was written to (names from input are made safe first), so
+        # it can be checked against the bundle as it is.
+        safe_files = {"/".join(_safe(part) for part in name.split("/")): content for name, content in files.items()}
+        for name in sorted(safe_files):
+            content = safe_files[name]
             truncated = False
             if len(content) > self._max_file:
                 content, truncated = content[-self._max_file :], True  # the newest part matters most (logs)
             if written + len(content) > self._max_bundle:
                 manifest["files"][name] = {"omitted": f"bundle cap of {self._max_bundle} bytes reached"}
                 continue
-            path = self._inside(bundle / "/".join(_safe(part) for part in name.split("/")))
+            path = self._inside(bundle / name)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content)
             written += len(content)

@@ -79,11 +79,39 @@ class OipHealthSource:
         await self._probe(version, max_age_s=max_age_s, golden_max_age_s=max_age_s)
         now = time.monotonic()
         results = self._state[version].results or {}
-        return [
+        checks = [
             CheckResult(r.name, r.passed, r.detail, age_s=now - at)
             for at, r in results.values()
             if r.name != "model_loaded"
         ]
+        ready = results.get("ready")
+        if ready is not None and not ready[1].passed and "unreachable" not in ready[1].detail:
+            # Not ready may just mean not loaded (yet): then readiness and the golden inference can only be judged
+            # after the warm-up (the repository load call), and the target is reported as not loaded, not unhealthy.
+            state = await self._repository_state(self._probes[version])
+            if state is not None and state != "READY":
+                return [
+                    CheckResult("model_loaded", False, f"not loaded (repository state {state})"),
+                    *(c for c in checks if c.name not in ("ready", "golden_inference")),
+                ]
+        return checks
+
+    async def _repository_state(self, probe: VersionProbe) -> str | None:
+        """The model's state in the OIP repository index (READY, UNAVAILABLE, LOADING...), None if unknown."""
+        url = f"{probe.base_url}/v2/repository/index"
+        try:
+            async with self._session.post(url, json={}, timeout=self._timeout) as response:
+                if response.status != 200:
+                    return None
+                entries = await response.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+        if not isinstance(entries, list):
+            return None
+        for entry in entries:
+            if isinstance(entry, dict) and entry.get("name") == probe.oip_model:
+                return str(entry.get("state", "")).upper() or None
+        return None
 
     async def is_loaded(self, version: str) -> bool:
         probe = self._probes.get(version)

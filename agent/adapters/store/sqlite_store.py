@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from google.protobuf.message import DecodeError
+
 from agent.domain.audit_chain import GENESIS_HASH, seal
 from agent.domain.records import policy_from_pb, policy_to_pb
 from agent.domain.traffic import TrafficPolicy
@@ -121,10 +123,10 @@ class SqliteStateStore:
     async def audit_records(self, since_seq: int = 0, limit: int | None = None) -> list[audit_pb2.AuditRecord]:
         def read() -> list[audit_pb2.AuditRecord]:
             rows = self._db.execute(
-                "SELECT record FROM audit WHERE seq > ? ORDER BY seq LIMIT ?",
+                "SELECT seq, record FROM audit WHERE seq > ? ORDER BY seq LIMIT ?",
                 (since_seq, -1 if limit is None else limit),
             ).fetchall()
-            return [audit_pb2.AuditRecord.FromString(r[0]) for r in rows]
+            return [_audit_record(int(seq), blob) for seq, blob in rows]
 
         return await self._run(read)
 
@@ -136,3 +138,12 @@ class SqliteStateStore:
 
         await self._run(close)
         self._executor.shutdown(wait=True)
+
+
+def _audit_record(seq: int, blob: bytes) -> audit_pb2.AuditRecord:
+    try:
+        return audit_pb2.AuditRecord.FromString(blob)
+    except DecodeError:
+        # A row that no longer parses (corrupted or tampered with) stays in place as an empty record with its seq:
+        # its hash cannot match, so the chain check names it instead of the whole trail becoming unreadable.
+        return audit_pb2.AuditRecord(seq=seq)
