@@ -317,6 +317,21 @@ def format_status(s: dict[str, Any]) -> str:
             f"  {e.get('node_id') or e.get('stream_id')}: {'in sync' if e.get('in_sync') else 'NOT in sync'}; "
             f"route ACKed {route.get('acked_version', '-')} at {route.get('acked_at', '-')}"
         )
+    rules = s.get("rules", [])
+    if rules:
+        lines.append("")
+        lines.append(f"{'RULE':<22}{'VERSION':<10}{'STATE':<23}{'FOR':>7}  VERDICT")
+        for r in sorted(rules, key=lambda r: (r.get("state") == "ok", r.get("rule", ""), r.get("version", ""))):
+            lines.append(
+                f"{r.get('rule', ''):<22}{r.get('version', ''):<10}{r.get('state', ''):<23}"
+                f"{float(r.get('for_s', 0.0)):>6.0f}s  {r.get('reason', '')}"
+            )
+    if s.get("rules_error"):
+        lines.append(f"rule file {s.get('rules_file')} REFUSED (previous rules in force): {s['rules_error']}")
+    for version, why in sorted(s.get("holds", {}).items()):
+        lines.append(f"HOLD {version}: {why}")
+    for escalation in s.get("escalations", [])[-5:]:
+        lines.append(f"ESCALATION: {escalation}")
     for n in s.get("recent_nacks", [])[-5:]:
         lines.append(
             f"  NACK from {n.get('node_id')} at {n.get('at')}: {n.get('type_url', '').rsplit('.', 1)[-1]} "

@@ -65,3 +65,23 @@ def test_cli_invalid_config_exits_non_zero_with_the_error(tmp_path: Path, capsys
     assert f"{path}: stable" in capsys.readouterr().err
     assert main(["run", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_status_text_shows_rule_verdicts_holds_and_escalations():
+    from agent.cli import format_status
+
+    text = format_status(
+        {
+            "model": "m",
+            "ready": True,
+            "rules": [{"rule": "error-rate", "version": "v2", "state": "firing", "for_s": 3, "reason": "12% > 5%"}],
+            "holds": {"v3": "alert ModelVersionHighLatency"},
+            "escalations": ["no eligible rollback target: v1: incompatible"],
+            "rules_file": "r.yaml",
+            "rules_error": "r.yaml:4: bad",
+        }
+    )
+    assert "error-rate" in text and "firing" in text and "12% > 5%" in text
+    assert "HOLD v3: alert ModelVersionHighLatency" in text
+    assert "ESCALATION: no eligible rollback target" in text
+    assert "rule file r.yaml REFUSED (previous rules in force): r.yaml:4: bad" in text
