@@ -58,10 +58,11 @@ Where the time goes (restart mode, 2-core machine; the JSON has each part as a m
   3 s of coverage, then the phase). So a fault that lands less than ~0.4 s before a tick is decided one tick
   later: in the default run the five runs injected in the first half of the cycle were decided by the first
   tick (0.52-0.90 s), the other five by the second (0.99-1.39 s); p50 0.94 s. Drain mode has H ~ 2 s (3 runs:
-  p50 0.80 s). A candidate that served healthy traffic for a full window (`--healthy-s 30`) needs 150 errors
-  over 3,000 requests, 3 s of fault at 50 errors/s, then the next tick: measured p50 3.76 s, max 4.09 s (4
-  runs). So the 2 s target holds for a fault in roughly the first 13 s of a candidate's traffic; with a full
-  healthy window even a 100 % error fault needs 1.5 s of errors (t > 0.05 * 30 s / e) to cross 5 %.
+  p50 0.80 s). A candidate that served healthy traffic for a full window (`--healthy-s 30`, the default) needs
+  150 errors over 3,000 requests before the 30 s rule breaches: with that rule alone, p50 3.76 s, max 4.09 s
+  (4 runs). The shipped rules therefore pair it with `error-rate-fast` (> 10 % over 5 s, >= 50 requests), which
+  crosses after ~1 s of a 50 % fault whatever the history: default run p50 1.80 s, max 2.20 s (10 runs, all
+  decided by error-rate-fast), 0 false rollbacks in 300 s of healthy traffic.
 - the deciding tick -> the decision, 30-60 ms (37 ms p50 in the default run): a tick reads every source
   concurrently and waits for the slowest (Envoy stats, both model servers' /metrics, OIP health), evaluates the
   rules, then writes the firing rule's VerdictChanged audit record (one SQLite commit, synchronous=FULL:
