@@ -32,7 +32,7 @@ from agent.alerts.intake import AlertIntake, IntakeOutcome, IntakeResult, Submit
 from agent.alerts.metrics import AlertSourceMetrics
 from agent.alerts.payload import ApiAlert, parse_api_alerts
 from agent.alerts.routing import RoutedAlert
-from agent.engine.decisions import Action, Cause, DecisionHandler, TriggerEvent
+from agent.engine.decisions import Action, Cause, DecisionHandler, DecisionOutcome, TriggerEvent
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def decision_submitter(handler: DecisionHandler) -> Submit:
 
     async def submit(routed: RoutedAlert) -> Submitted:
         decision = await handler.handle(alert_trigger_event(routed))
-        return Submitted(decision.outcome.value, decision.detail)
+        return Submitted(decision.outcome.value, decision.detail, retry=decision.outcome is DecisionOutcome.FAILED)
 
     return submit
 

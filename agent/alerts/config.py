@@ -137,6 +137,8 @@ class AlertsConfig(_Strict):
     # Keep the TTL above Alertmanager's repeat_interval (default 4h) so re-notifications stay duplicates.
     dedupe_ttl_s: Annotated[float, Field(gt=0)] = 24 * 3600.0
     dedupe_max_entries: Annotated[int, Field(ge=100, le=1_000_000)] = 10_000
+    # An alert whose rollback escalated (no eligible target right now) may act again after this hold-off.
+    escalation_retry_s: Annotated[float, Field(gt=0, le=86400)] = 30.0
 
     @property
     def any_model_routes(self) -> bool:

@@ -39,6 +39,7 @@ class Dedupe:
         self._max = max_entries
         self._clock = clock
         self._seen: OrderedDict[str, float] = OrderedDict()  # key -> last seen; least recently seen first
+        self._retry_at: dict[str, float] = {}  # key -> when a delivery of it may act again
 
     def claim(self, key: str) -> bool:
         """True the first time `key` is seen (the caller acts, and `release`s it if acting fails); False for a
@@ -46,11 +47,20 @@ class Dedupe:
         now = self._clock()
         self._expire(now)
         known = key in self._seen
+        retry_at = self._retry_at.get(key)
+        if retry_at is not None and now >= retry_at:
+            del self._retry_at[key]
+            known = False
         self._seen[key] = now
         self._seen.move_to_end(key)
         while len(self._seen) > self._max:
             self._seen.popitem(last=False)
         return not known
+
+    def retry_after(self, key: str, delay_s: float) -> None:
+        """Acting on `key` did not succeed (escalated): deliveries within `delay_s` stay duplicates, the first one
+        after that acts again."""
+        self._retry_at[key] = self._clock() + delay_s
 
     def release(self, key: str) -> None:
         """Forget `key`: acting on it failed, so the next delivery must act."""
@@ -69,3 +79,4 @@ class Dedupe:
             if now - seen_at < self._ttl_s:
                 return
             del self._seen[key]
+            self._retry_at.pop(key, None)

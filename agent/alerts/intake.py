@@ -32,6 +32,9 @@ class Submitted:
 
     outcome: str
     detail: str
+    # The handler could not act (e.g. escalated: no eligible target right now): the same alert may act again once
+    # the intake's retry hold-off has passed, instead of being a duplicate until it resolves and fires again.
+    retry: bool = False
 
 
 Submit = Callable[[RoutedAlert], Awaitable[Submitted]]
@@ -64,10 +67,11 @@ class IntakeResult:
 
 
 class AlertIntake:
-    def __init__(self, router: AlertRouter, dedupe: Dedupe, submit: Submit) -> None:
+    def __init__(self, router: AlertRouter, dedupe: Dedupe, submit: Submit, *, retry_after_s: float = 30.0) -> None:
         self.router = router
         self.dedupe = dedupe
         self._submit = submit
+        self._retry_after_s = retry_after_s
 
     @classmethod
     def from_config(cls, config: AlertsConfig, model: str, submit: Submit) -> AlertIntake:
@@ -75,6 +79,7 @@ class AlertIntake:
             AlertRouter.from_config(config, model),
             Dedupe(ttl_s=config.dedupe_ttl_s, max_entries=config.dedupe_max_entries),
             submit,
+            retry_after_s=config.escalation_retry_s,
         )
 
     async def take(self, alert: Alert, *, received_via: ReceivedVia, receiver: str = "") -> IntakeResult:
@@ -96,6 +101,8 @@ class AlertIntake:
         except BaseException:
             self.dedupe.release(routed.dedupe_key)
             raise
+        if submitted.retry:
+            self.dedupe.retry_after(routed.dedupe_key, self._retry_after_s)
         log.info("alert via %s: %s -> %s: %s", received_via, routed.summary, submitted.outcome, submitted.detail)
         return self._result(alert, IntakeOutcome.ACCEPTED, routed, submitted.outcome, submitted.detail)
 

@@ -182,7 +182,12 @@ class RollbackOrchestrator:
                 await self._record_suppressed(event, failing, suppressed)
                 log.warning("rollback of %s suppressed: %s (%s)", failing, suppressed, event.summary)
                 return Decision(DecisionOutcome.SUPPRESSED, suppressed)
-            return await self._rollback(event, failing, entered)
+            decision = await self._rollback(event, failing, entered)
+            if decision.outcome is DecisionOutcome.FAILED and event.dedupe_key:
+                # Escalated: nothing moved. A later delivery of the same trigger may try again (its source
+                # decides when: the alert intake waits out a hold-off).
+                self._seen.pop(event.dedupe_key, None)
+            return decision
 
     async def close(self) -> None:
         for task in list(self._background):

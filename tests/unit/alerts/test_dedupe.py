@@ -57,3 +57,15 @@ def test_memory_is_bounded_least_recently_seen_first():
     dedupe.claim("d")
     assert len(dedupe) == 3
     assert "b" not in dedupe and all(k in dedupe for k in "acd")
+
+
+def test_an_escalated_alert_acts_again_after_the_hold_off_only():
+    clock = Clock()
+    dedupe = Dedupe(ttl_s=3600, max_entries=10, clock=clock)
+    assert dedupe.claim("k")
+    dedupe.retry_after("k", 30)  # the rollback it asked for escalated: nothing moved
+    clock.now += 10
+    assert not dedupe.claim("k")  # re-notifications and pulls within the hold-off stay duplicates
+    clock.now += 21
+    assert dedupe.claim("k")  # then one delivery acts again
+    assert not dedupe.claim("k")

@@ -730,3 +730,15 @@ async def test_archive_phase_is_the_archive_run_not_the_wait_for_it(rig: Rig):
     archive = phase(audit.rollback, "archive")
     assert phase(audit.rollback, "verify").duration_ms >= 590
     assert 190 <= archive.duration_ms < 500, archive
+
+
+async def test_an_escalated_trigger_is_not_a_duplicate_when_it_comes_again(rig: Rig):
+    rig.health.unhealthy["v2"] = [CheckResult("ready", False, "timed out")]
+    rig.planner.incompatible["v1"] = ("needs 1 GPU, the pod has 0",)
+    first = await rig.orchestrator.handle(rule_event(key="alert:k"))
+    assert first.outcome is DecisionOutcome.FAILED
+    rig.health.unhealthy.pop("v2")  # the target's health check passes again
+    second = await rig.orchestrator.handle(rule_event(key="alert:k"))
+    assert second.outcome is DecisionOutcome.ROLLED_BACK
+    third = await rig.orchestrator.handle(rule_event(key="alert:k"))
+    assert third.outcome is DecisionOutcome.SUPPRESSED  # acted once: a duplicate from now on
