@@ -104,11 +104,11 @@ def test_missing_binary_error_says_how_to_install() -> None:
 def test_managed_process_escalates_to_sigkill_and_kills_the_group(tmp_logs: Path) -> None:
     # A leader that ignores SIGTERM and a grandchild in its group: stop() must leave neither behind.
     script = (
-        "import signal, subprocess, sys, time\n"
+        "import signal, subprocess, sys\n"
         "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import signal; signal.pause()'])\n"
         "print('CHILDPID=%d' % child.pid, flush=True)\n"
-        "time.sleep(60)\n"
+        "signal.pause()\n"
     )
     proc = ManagedProcess([sys.executable, "-c", script], name="stubborn", log_dir=tmp_logs).start()
 
@@ -130,11 +130,11 @@ def test_managed_process_escalates_to_sigkill_and_kills_the_group(tmp_logs: Path
 
 
 def test_managed_process_context_manager_and_kill(tmp_logs: Path) -> None:
-    with ManagedProcess([sys.executable, "-c", "import time; time.sleep(60)"], name="cm", log_dir=tmp_logs) as p:
+    with ManagedProcess([sys.executable, "-c", "import signal; signal.pause()"], name="cm", log_dir=tmp_logs) as p:
         assert p.alive
         pid = p.pid
     assert pid is not None and _pid_gone(pid)
-    q = ManagedProcess([sys.executable, "-c", "import time; time.sleep(60)"], name="cm", log_dir=tmp_logs)
+    q = ManagedProcess([sys.executable, "-c", "import signal; signal.pause()"], name="cm", log_dir=tmp_logs)
     assert q.log_path.name == "cm-2.log"
     q.start()
     assert q.kill() == -signal.SIGKILL and not q.alive

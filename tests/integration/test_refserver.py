@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.wait import wait_until as harness_wait_until
 from refserver import client
 
 pytestmark = pytest.mark.integration
@@ -88,17 +89,15 @@ class RefServer:
         raise AssertionError("unreachable")
 
     def wait_until(self, path: str, status: int = 200, deadline_s: float = START_DEADLINE_S) -> None:
-        deadline = time.monotonic() + deadline_s
-        while time.monotonic() < deadline:
+        def answered() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"refserver exited with {self.proc.returncode}:\n{self.stderr()}")
             try:
-                if self.request("GET", path, timeout=1.0).status == status:
-                    return
+                return self.request("GET", path, timeout=1.0).status == status
             except OSError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"{path} did not answer {status} within {deadline_s} s:\n{self.stderr()}")
+                return False
+
+        harness_wait_until(answered, deadline_s, interval_s=0.05, what=f"{path} to answer {status}")
 
     def infer(self, body: dict[str, Any]) -> Response:
         return self.request("POST", f"/v2/models/{MODEL}/infer", body)

@@ -151,7 +151,7 @@ def test_provider_failures_are_recorded_in_errors_json_without_failing_the_bundl
         raise ConnectionRefusedError("envoy admin unreachable")
 
     async def hanging(_: ForensicInputs) -> Mapping[str, str]:
-        await asyncio.sleep(30)
+        await asyncio.Event().wait()  # never set: the provider hangs until the archiver's timeout cancels it
         return {"never.txt": ""}
 
     archiver = ForensicArchiver(
