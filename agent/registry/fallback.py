@@ -36,3 +36,8 @@ def registry_from_config(config: AgentConfig, origin: str = "agent config (no re
             )
         )
     return RegistrySource(model=config.model.name, versions=tuple(versions), origin=origin)
+
+
+def created_text(created: datetime, formatted: str) -> str:
+    """How to show a creation time: the synthetic ones of this fallback say what they are."""
+    return "unknown (config order)" if created < CONFIG_EPOCH + timedelta(days=1) else formatted

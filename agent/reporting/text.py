@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from agent.registry.fallback import created_text
 from agent.registry.model import Version, VersionSpec
 from agent.reporting.document import Block, Fields, Heading, Paragraph, Table
 from agent.reporting.layout import evidence_summary, ms, status_text, version_blocks
@@ -36,7 +37,7 @@ def format_versions(versions: Sequence[VersionSpec], weights: Mapping[str, int] 
     headers += ["RUNTIME", "MEMORY", "ARTIFACT", "EVIDENCE", "NOTE"]
     rows = []
     for v in versions:
-        row = [v.tag, str(v.status), format_time(v.created)]
+        row = [v.tag, str(v.status), created_text(v.created, format_time(v.created))]
         if weights is not None:
             row.append(str(weights.get(v.tag, 0)))
         requirements = v.requirements
@@ -119,7 +120,7 @@ def format_serving_state(state: ServingState) -> str:
             Fields(
                 (
                     ("Status now", status_text(version)),
-                    ("Created", format_time(version.created)),
+                    ("Created", created_text(version.created, format_time(version.created))),
                     ("Artifact", f"{p.artifact_uri} ({p.artifact_digest})" if p else "not recorded"),
                     ("Training data", f"{p.training_data_uri} ({p.training_data_hash})" if p else "not recorded"),
                     ("Feature code commit", p.feature_code_commit if p else "not recorded"),
