@@ -105,6 +105,7 @@ from harness.agent import start_agent, wait_http_ready, wait_http_ready_async  #
 from harness.bootstraps import agent_bootstrap  # noqa: E402
 from harness.envoy import EnvoyProcess  # noqa: E402
 from harness.load import Results, TrafficGenerator  # noqa: E402
+from harness.measure import percentile, wall_to_monotonic_offset  # noqa: E402
 from harness.ports import free_ports  # noqa: E402
 from harness.process import ManagedProcess  # noqa: E402
 from harness.refserver import RefServer  # noqa: E402
@@ -119,34 +120,12 @@ STATS_POLL_S = 0.01
 SIGNAL_INTERVAL_S = 1.0  # the agent's default `signals.interval_s`, which the bench keeps
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(v for v in values if not math.isnan(v))
-    if not ordered:
-        return float("nan")
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
 def rounded(value: float | None, digits: int = 3) -> float | None:
     return None if value is None or math.isnan(value) else round(value, digits)
 
 
 def progress(message: str) -> None:
     print(f"[detect {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def wall_to_monotonic_offset() -> float:
-    """time.time() - time.monotonic(), from the tightest of a few paired reads."""
-    best: tuple[float, float] | None = None
-    for _ in range(20):
-        m0 = time.monotonic()
-        w = time.time()
-        m1 = time.monotonic()
-        if best is None or m1 - m0 < best[0]:
-            best = (m1 - m0, w - (m0 + m1) / 2)
-    assert best is not None
-    return best[1]
 
 
 @dataclass

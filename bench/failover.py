@@ -30,28 +30,13 @@ from harness.agent import start_agent, wait_http_ready  # noqa: E402
 from harness.bootstraps import agent_bootstrap  # noqa: E402
 from harness.envoy import EnvoyProcess  # noqa: E402
 from harness.load import TrafficGenerator  # noqa: E402
+from harness.measure import percentile, rss_mb  # noqa: E402
 from harness.ports import free_ports  # noqa: E402
 from harness.refserver import RefServer  # noqa: E402
 from refserver.client import sample_request  # noqa: E402
 
 TOKEN = "bench-token"
 MODEL = "cancer"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 async def histogram_mean(session: aiohttp.ClientSession, url: str, name: str, label: str) -> tuple[float, float]:

@@ -56,6 +56,7 @@ from harness.agent import start_agent  # noqa: E402
 from harness.alertmanager import AlertmanagerProcess, make_alert, webhook_config  # noqa: E402
 from harness.bootstraps import agent_bootstrap  # noqa: E402
 from harness.envoy import EnvoyProcess  # noqa: E402
+from harness.measure import percentile, rss_mb  # noqa: E402
 from harness.ports import free_ports  # noqa: E402
 from harness.process import ManagedProcess  # noqa: E402
 from harness.refserver import RefServer  # noqa: E402
@@ -70,32 +71,11 @@ RESERVE_MB = 1024.0
 VERIFY_REQUESTS = 10
 
 
-def rss_mb(pid: int | None) -> float:
-    if pid is None:
-        return float("nan")
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return float("nan")
-
-
 def mem_available_mb() -> float:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemAvailable:"):
             return int(line.split()[1]) / 1024.0
     return 0.0
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def serving(route_dump: dict[str, Any]) -> dict[str, int]:

@@ -46,7 +46,6 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
@@ -65,6 +64,7 @@ from harness.agent import start_agent, wait_http_ready  # noqa: E402
 from harness.bootstraps import agent_bootstrap  # noqa: E402
 from harness.envoy import EnvoyProcess  # noqa: E402
 from harness.load import TrafficGenerator  # noqa: E402
+from harness.measure import percentile, wall_to_monotonic_offset  # noqa: E402
 from harness.ports import free_ports  # noqa: E402
 from harness.refserver import RefServer  # noqa: E402
 from harness.wait import async_wait_until  # noqa: E402
@@ -80,20 +80,6 @@ RULES = {
     "tier": "critical",
     "rules": [{"name": "error-rate-bench", "kind": "error_rate", "window": "5s"}],  # RULE_WINDOW_S
 }
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-def wall_to_monotonic_offset() -> float:
-    """time.time() - time.monotonic(), the same for every process on the machine (median of a few reads)."""
-    return statistics.median(time.time() - time.monotonic() for _ in range(9))
 
 
 def registry(created: dict[str, str]) -> dict[str, Any]:
