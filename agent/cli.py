@@ -300,11 +300,12 @@ def format_status(s: dict[str, Any]) -> str:
         f"desired revision {s.get('desired', {}).get('revision', '?')} by {s.get('desired', {}).get('actor', '?')}: "
         f"{s.get('desired', {}).get('reason', '')}",
         "",
-        f"{'VERSION':<14}{'ROLE':<11}{'DESIRED':>8}{'SERVED':>8}  ENDPOINT",
+        f"{'VERSION':<14}{'ROLE':<11}{'STATUS':<13}{'DESIRED':>8}{'SERVED':>8}  ENDPOINT",
     ]
     for v in s.get("versions", []):
         lines.append(
-            f"{v.get('version', ''):<14}{v.get('role', ''):<11}{v.get('desired_weight', 0):>8}"
+            f"{v.get('version', ''):<14}{v.get('role', ''):<11}{v.get('registry_status', ''):<13}"
+            f"{v.get('desired_weight', 0):>8}"
             f"{v.get('served_weight', 0):>8}  {v.get('endpoint', '')}"
         )
     envoys = s.get("envoys", [])

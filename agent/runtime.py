@@ -307,6 +307,7 @@ async def run_agent(config: AgentConfig, *, dry_run: bool = False, log_tail: Rec
             monitor=monitor,
             orchestrator=orchestrator,
             watcher=watcher,
+            registry_statuses=lambda: planner.statuses,
         )
         public_app = make_public_app(controller, metrics, health_report=health.health_report)
         poller = _alert_sources(config, orchestrator, metrics, public_app)

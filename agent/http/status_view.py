@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from agent.adapters.xds.cache import SnapshotCache
 from agent.adapters.xds.resources import ROUTE_TYPE
 from agent.config import AgentConfig
@@ -24,6 +26,7 @@ class StatusView:
         monitor: Monitor | None = None,
         orchestrator: RollbackOrchestrator | None = None,
         watcher: RulesWatcher | None = None,
+        registry_statuses: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
         self._config = config
         self._controller = controller
@@ -31,6 +34,7 @@ class StatusView:
         self._monitor = monitor
         self._orchestrator = orchestrator
         self._watcher = watcher
+        self._registry_statuses = registry_statuses
 
     @staticmethod
     def policy_pb(policy: TrafficPolicy) -> traffic_pb2.TrafficPolicy:
@@ -59,6 +63,7 @@ class StatusView:
             message.served.CopyFrom(
                 traffic_pb2.TrafficPolicy(weights=[traffic_pb2.VersionWeight(version=v, weight=w) for v, w in served])
             )
+        statuses = self._registry_statuses()
         for version in self._config.versions:
             role = "stable" if version.tag == c.stable else "candidate" if version.tag == self._config.candidate else ""
             message.versions.append(
@@ -68,6 +73,7 @@ class StatusView:
                     desired_weight=desired.weight(version.tag),
                     served_weight=served_weights.get(version.tag, 0),
                     role=role,
+                    registry_status=statuses.get(version.tag, ""),
                 )
             )
         if self._cache is not None:

@@ -115,18 +115,20 @@ class EnvoyNode(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., node_cluster: _Optional[str] = ..., stream_id: _Optional[str] = ..., connected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., types: _Optional[_Iterable[_Union[XdsTypeState, _Mapping]]] = ..., in_sync: _Optional[bool] = ...) -> None: ...
 
 class VersionStatus(_message.Message):
-    __slots__ = ("version", "endpoint", "desired_weight", "served_weight", "role")
+    __slots__ = ("version", "endpoint", "desired_weight", "served_weight", "role", "registry_status")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     DESIRED_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     SERVED_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
+    REGISTRY_STATUS_FIELD_NUMBER: _ClassVar[int]
     version: str
     endpoint: str
     desired_weight: int
     served_weight: int
     role: str
-    def __init__(self, version: _Optional[str] = ..., endpoint: _Optional[str] = ..., desired_weight: _Optional[int] = ..., served_weight: _Optional[int] = ..., role: _Optional[str] = ...) -> None: ...
+    registry_status: str
+    def __init__(self, version: _Optional[str] = ..., endpoint: _Optional[str] = ..., desired_weight: _Optional[int] = ..., served_weight: _Optional[int] = ..., role: _Optional[str] = ..., registry_status: _Optional[str] = ...) -> None: ...
 
 class Status(_message.Message):
     __slots__ = ("model", "tier", "stable", "candidate", "desired", "served", "route_version", "envoys", "versions", "recent_nacks", "paused", "pause_reason", "ready", "rules", "holds", "escalations", "rules_file", "rules_error")
