@@ -105,10 +105,10 @@ from harness.agent import start_agent, wait_http_ready, wait_http_ready_async  #
 from harness.bootstraps import agent_bootstrap  # noqa: E402
 from harness.envoy import EnvoyProcess  # noqa: E402
 from harness.load import Results, TrafficGenerator  # noqa: E402
-from harness.measure import percentile, wall_to_monotonic_offset  # noqa: E402
-from harness.ports import free_ports  # noqa: E402
+from harness.measure import percentile, wall_to_monotonic_offset, write_result  # noqa: E402
 from harness.process import ManagedProcess  # noqa: E402
 from harness.refserver import RefServer  # noqa: E402
+from harness.sidecar import agent_config, sidecar_ports  # noqa: E402
 from refserver.client import sample_request  # noqa: E402
 
 TOKEN = "bench-token"
@@ -175,21 +175,17 @@ class Stack:
     def start(self) -> None:
         for version in (STABLE, CANDIDATE):
             self.upstreams[version] = self.stack.enter_context(RefServer(MODEL, version, None, self.logs).start(30))
-        names = ("listener", "admin", "xds", "http", "control")
-        self.ports = dict(zip(names, free_ports(len(names)), strict=True))
-        config = {
-            "model": {"name": MODEL, "tier": "critical"},
-            "versions": [{"tag": v, "endpoint": f"127.0.0.1:{s.port}"} for v, s in self.upstreams.items()],
-            "stable": STABLE,
-            "candidate": CANDIDATE,
-            "envoy": {"listener": {"port": self.ports["listener"]}, "admin": {"port": self.ports["admin"]}},
-            "xds": {"port": self.ports["xds"]},
-            "http": {"port": self.ports["http"]},
-            "control": {"listen": {"port": self.ports["control"]}},
-            "state_dir": str(self.work / "state"),
-            "rules": {"file": str(ROOT / "rules" / "default.yaml")},
-            "rollback": {"cooldown_s": 0, "max_per_hour": 1000, "verify_window_s": self.verify_window_s},
-        }
+        self.ports = sidecar_ports()
+        config = agent_config(
+            model=MODEL,
+            upstreams={v: s.port for v, s in self.upstreams.items()},
+            ports=self.ports,
+            state_dir=self.work / "state",
+            stable=STABLE,
+            candidate=CANDIDATE,
+            rules={"file": str(ROOT / "rules" / "default.yaml")},
+            rollback={"cooldown_s": 0, "max_per_hour": 1000, "verify_window_s": self.verify_window_s},
+        )
         (self.work / "agent.yaml").write_text(yaml.safe_dump(config))
         self.agent = self.stack.enter_context(
             start_agent(self.work / "agent.yaml", self.logs, {"ROLLBACK_AGENT_TOKEN": TOKEN})
@@ -635,10 +631,7 @@ def main() -> int:
         parser.error("--runs must be >= 1")
     with tempfile.TemporaryDirectory(prefix="bench-detect-") as tmp:
         result = asyncio.run(run(args, Path(tmp)))
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "detect.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    write_result("detect", result)
     return 0
 
 

@@ -30,9 +30,9 @@ from harness.agent import start_agent, wait_http_ready  # noqa: E402
 from harness.bootstraps import agent_bootstrap  # noqa: E402
 from harness.envoy import EnvoyProcess  # noqa: E402
 from harness.load import TrafficGenerator  # noqa: E402
-from harness.measure import percentile, rss_mb  # noqa: E402
-from harness.ports import free_ports  # noqa: E402
+from harness.measure import percentile, rss_mb, write_result  # noqa: E402
 from harness.refserver import RefServer  # noqa: E402
+from harness.sidecar import PORT_NAMES, agent_config, sidecar_ports  # noqa: E402
 from refserver.client import sample_request  # noqa: E402
 
 TOKEN = "bench-token"
@@ -58,21 +58,16 @@ async def run(switches: int, rate: float, settle_s: float, work: Path) -> dict[s
         logs.mkdir()
         v1 = stack.enter_context(RefServer(MODEL, "v1", None, logs).start(30))
         v2 = stack.enter_context(RefServer(MODEL, "v2", None, logs).start(30))
-        listener, admin, xds, http, control = free_ports(5)
-        config = {
-            "model": {"name": MODEL, "tier": "critical"},
-            "versions": [
-                {"tag": "v1", "endpoint": f"127.0.0.1:{v1.port}"},
-                {"tag": "v2", "endpoint": f"127.0.0.1:{v2.port}"},
-            ],
-            "stable": "v1",
-            "candidate": "v2",
-            "envoy": {"listener": {"port": listener}, "admin": {"port": admin}},
-            "xds": {"port": xds},
-            "http": {"port": http},
-            "control": {"listen": {"port": control}},
-            "state_dir": str(work / "state"),
-        }
+        ports = sidecar_ports()
+        listener, admin, xds, http, control = (ports[n] for n in PORT_NAMES)
+        config = agent_config(
+            model=MODEL,
+            upstreams={"v1": v1.port, "v2": v2.port},
+            ports=ports,
+            state_dir=work / "state",
+            stable="v1",
+            candidate="v2",
+        )
         (work / "agent.yaml").write_text(yaml.safe_dump(config))
         agent = stack.enter_context(start_agent(work / "agent.yaml", logs, {"ROLLBACK_AGENT_TOKEN": TOKEN}))
         wait_http_ready(f"http://127.0.0.1:{http}/healthz", 20, process=agent)
@@ -158,10 +153,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-failover-") as tmp:
         result = asyncio.run(run(args.switches, args.rate, args.settle_s, Path(tmp)))
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "failover.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    write_result("failover", result)
     return 0
 
 

@@ -56,10 +56,11 @@ from harness.agent import start_agent  # noqa: E402
 from harness.alertmanager import AlertmanagerProcess, make_alert, webhook_config  # noqa: E402
 from harness.bootstraps import agent_bootstrap  # noqa: E402
 from harness.envoy import EnvoyProcess  # noqa: E402
-from harness.measure import percentile, rss_mb  # noqa: E402
+from harness.measure import percentile, rss_mb, write_result  # noqa: E402
 from harness.ports import free_ports  # noqa: E402
 from harness.process import ManagedProcess  # noqa: E402
 from harness.refserver import RefServer  # noqa: E402
+from harness.sidecar import agent_config  # noqa: E402
 from harness.wait import NotYet, async_wait_until  # noqa: E402
 
 TOKEN = "bench-fleet-token"
@@ -114,25 +115,23 @@ class Sidecar:
         pull: dict[str, Any] = {"urls": [am_url]}
         if poll_interval_s != DEFAULT_POLL_INTERVAL_S:
             pull["poll_interval_s"] = poll_interval_s
-        config = {
-            "model": {"name": MODEL, "tier": "critical"},
-            "versions": [{"tag": v, "endpoint": f"127.0.0.1:{p}"} for v, p in upstreams.items()],
-            "stable": "v1",
-            "candidate": "v2",
-            "envoy": {"listener": {"port": self.listener}, "admin": {"port": self.admin}},
-            "xds": {"port": self.xds},
-            "http": {"port": self.http},
-            "control": {"listen": {"port": self.control}},
-            "state_dir": str(self.work / "state"),
+        ports = {"listener": self.listener, "admin": self.admin, "xds": self.xds, "http": self.http}
+        config = agent_config(
+            model=MODEL,
+            upstreams=upstreams,
+            ports={**ports, "control": self.control},
+            state_dir=self.work / "state",
+            stable="v1",
+            candidate="v2",
             # No rule file: the alert is the only trigger, so the rule signals are off. N agents sampling two
             # shared model servers and their Envoys' stats every second would saturate them (in a pod, an agent
             # samples only its own), and the target's live health check before the switch would time out.
-            "signals": {"envoy_stats": False, "model_metrics": False},
-            "alerts": {
+            signals={"envoy_stats": False, "model_metrics": False},
+            alerts={
                 "routes": [{"match": {"alertname": {"regex": "ModelVersion.*"}}, "action": "from_label"}],
                 "alertmanager": pull,
             },
-        }
+        )
         self.config_path.write_text(yaml.safe_dump(config))
 
 
@@ -382,10 +381,7 @@ def main() -> int:
     else:
         with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
             result = asyncio.run(main_async(args, Path(tmp)))
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "fleet.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    write_result("fleet", result)
     return 0
 
 

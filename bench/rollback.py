@@ -64,9 +64,9 @@ from harness.agent import start_agent, wait_http_ready  # noqa: E402
 from harness.bootstraps import agent_bootstrap  # noqa: E402
 from harness.envoy import EnvoyProcess  # noqa: E402
 from harness.load import TrafficGenerator  # noqa: E402
-from harness.measure import percentile, wall_to_monotonic_offset  # noqa: E402
-from harness.ports import free_ports  # noqa: E402
+from harness.measure import percentile, wall_to_monotonic_offset, write_result  # noqa: E402
 from harness.refserver import RefServer  # noqa: E402
+from harness.sidecar import PORT_NAMES, agent_config, sidecar_ports  # noqa: E402
 from harness.wait import async_wait_until  # noqa: E402
 from refserver.client import sample_request  # noqa: E402
 
@@ -219,25 +219,23 @@ async def run(runs: int, rate: float, verify_window_s: float, work: Path) -> dic
         logs = work / "logs"
         logs.mkdir()
         servers = {v: stack.enter_context(RefServer(MODEL, v, None, logs).start(30)) for v in VERSIONS}
-        listener, admin, xds, http, control = free_ports(5)
+        ports = sidecar_ports()
+        listener, admin, xds, http, control = (ports[n] for n in PORT_NAMES)
         (work / "rules.yaml").write_text(yaml.safe_dump(RULES))
         created = {"v1": "2024-03-04T09:12:00Z", "v2": "2024-05-20T14:30:00Z", "v3": "2024-08-12T08:45:00Z"}
         (work / "registry.yaml").write_text(yaml.safe_dump(registry(created), sort_keys=False))
-        config = {
-            "model": {"name": MODEL, "tier": "critical"},
-            "versions": [{"tag": v, "endpoint": f"127.0.0.1:{servers[v].port}"} for v in VERSIONS],
-            "stable": "v2",
-            "candidate": "v3",
-            "initial_weights": {"v2": 100},
-            "envoy": {"listener": {"port": listener}, "admin": {"port": admin}},
-            "xds": {"port": xds},
-            "http": {"port": http},
-            "control": {"listen": {"port": control}},
-            "state_dir": str(work / "state"),
-            "registry_file": str(work / "registry.yaml"),
-            "rules": {"file": str(work / "rules.yaml")},
-            "rollback": {"cooldown_s": 0, "max_per_hour": 1000, "verify_window_s": verify_window_s},
-        }
+        config = agent_config(
+            model=MODEL,
+            upstreams={v: servers[v].port for v in VERSIONS},
+            ports=ports,
+            state_dir=work / "state",
+            stable="v2",
+            candidate="v3",
+            initial_weights={"v2": 100},
+            registry_file=str(work / "registry.yaml"),
+            rules={"file": str(work / "rules.yaml")},
+            rollback={"cooldown_s": 0, "max_per_hour": 1000, "verify_window_s": verify_window_s},
+        )
         (work / "agent.yaml").write_text(yaml.safe_dump(config))
         agent = stack.enter_context(start_agent(work / "agent.yaml", logs, {"ROLLBACK_AGENT_TOKEN": TOKEN}))
         wait_http_ready(f"http://127.0.0.1:{http}/healthz", 20, process=agent)
@@ -307,10 +305,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-rollback-") as tmp:
         result = asyncio.run(run(args.runs, args.rate, args.verify_window_s, Path(tmp)))
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "rollback.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    write_result("rollback", result)
     return 0
 
 

@@ -7,7 +7,6 @@ The last line is JSON: {"rules": 1000, "tick_ms_p50": ..., "tick_ms_p99": ..., "
 from __future__ import annotations
 
 import gc
-import json
 import random
 import resource
 import statistics
@@ -31,6 +30,7 @@ from agent.domain.signals import (
     SignalHistory,
 )
 from agent.triggers import EngineInput, Rule, RuleBase, RuleEngine, RuleSet, resolve_rule, tier_profile
+from harness.measure import write_result
 
 RULES = 1000
 FEATURES = 50
@@ -205,10 +205,7 @@ def main() -> None:
         "rss_mb": round(rss_mb(), 1),
         "targets": {"tick_ms_p99": 20, "rss_mb": 60},
     }
-    out = Path(__file__).resolve().parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "rules.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    write_result("rules", result)
 
 
 if __name__ == "__main__":

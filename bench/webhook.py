@@ -56,9 +56,9 @@ from harness.agent import start_agent, wait_http_ready  # noqa: E402
 from harness.bootstraps import agent_bootstrap  # noqa: E402
 from harness.envoy import EnvoyProcess  # noqa: E402
 from harness.load import TrafficGenerator  # noqa: E402
-from harness.measure import percentile, rss_mb  # noqa: E402
-from harness.ports import free_ports  # noqa: E402
+from harness.measure import percentile, rss_mb, write_result  # noqa: E402
 from harness.refserver import RefServer  # noqa: E402
+from harness.sidecar import PORT_NAMES, agent_config, sidecar_ports  # noqa: E402
 from harness.wait import NotYet, async_wait_until  # noqa: E402
 from refserver.client import sample_request  # noqa: E402
 
@@ -390,28 +390,23 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         logs.mkdir()
         v1 = stack.enter_context(RefServer(MODEL, "v1", None, logs).start(30))
         v2 = stack.enter_context(RefServer(MODEL, "v2", None, logs).start(30))
-        listener, admin, xds, http_port, control = free_ports(5)
+        ports = sidecar_ports()
+        listener, admin, xds, http_port, control = (ports[n] for n in PORT_NAMES)
         token_file = work / "webhook-token"
         token_file.write_text(WEBHOOK_TOKEN + "\n")
-        config = {
-            "model": {"name": MODEL, "tier": "critical"},
-            "versions": [
-                {"tag": "v1", "endpoint": f"127.0.0.1:{v1.port}"},
-                {"tag": "v2", "endpoint": f"127.0.0.1:{v2.port}"},
-            ],
-            "stable": "v1",
-            "candidate": "v2",
-            "envoy": {"listener": {"port": listener}, "admin": {"port": admin}},
-            "xds": {"port": xds},
-            "http": {"port": http_port},
-            "control": {"listen": {"port": control}},
-            "state_dir": str(work / "state"),
-            "rollback": {"cooldown_s": 0, "max_per_hour": 100000, "verify_window_s": 0.5, "confirm_timeout_s": 2},
-            "alerts": {
+        config = agent_config(
+            model=MODEL,
+            upstreams={"v1": v1.port, "v2": v2.port},
+            ports=ports,
+            state_dir=work / "state",
+            stable="v1",
+            candidate="v2",
+            rollback={"cooldown_s": 0, "max_per_hour": 100000, "verify_window_s": 0.5, "confirm_timeout_s": 2},
+            alerts={
                 "routes": [{"match": {"alertname": {"regex": "ModelVersion.*"}}, "action": "from_label"}],
                 "webhook": {"enabled": True, "bearer_token_file": str(token_file)},
             },
-        }
+        )
         config_path = work / "agent.yaml"
         config_path.write_text(yaml.safe_dump(config))
         agent_proc = stack.enter_context(start_agent(config_path, logs, {"ROLLBACK_AGENT_TOKEN": TOKEN}))
@@ -475,10 +470,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-webhook-") as tmp:
         result = asyncio.run(run(args, Path(tmp)))
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "webhook.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    write_result("webhook", result)
     return 0
 
 

@@ -20,7 +20,6 @@ import time
 from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -31,8 +30,8 @@ from harness.agent import start_agent, wait_http_ready  # noqa: E402
 from harness.bootstraps import agent_bootstrap  # noqa: E402
 from harness.envoy import EnvoyProcess  # noqa: E402
 from harness.load import TrafficGenerator  # noqa: E402
-from harness.ports import free_ports  # noqa: E402
 from harness.refserver import RefServer  # noqa: E402
+from harness.sidecar import agent_config, sidecar_ports  # noqa: E402
 from refserver.client import sample_request  # noqa: E402
 
 MODEL = "credit-scorer"
@@ -182,24 +181,20 @@ def main() -> int:
     args = parser.parse_args()
     shutil.rmtree(WORK, ignore_errors=True)
     (WORK / "logs").mkdir(parents=True)
-    names = ("listener", "admin", "xds", "http", "control")
-    ports = dict(zip(names, free_ports(len(names)), strict=True))
+    ports = sidecar_ports()
     with ExitStack() as stack:
         say("== starting two versions of the reference model server (a scikit-learn model, OIP v2)")
         servers = {v: stack.enter_context(RefServer(MODEL, v, None, WORK / "logs").start(60)) for v in ("v1", "v2")}
-        config: dict[str, Any] = {
-            "model": {"name": MODEL, "tier": "critical"},
-            "versions": [{"tag": v, "endpoint": f"127.0.0.1:{s.port}"} for v, s in servers.items()],
-            "stable": "v1",
-            "candidate": "v2",
-            "envoy": {"listener": {"port": ports["listener"]}, "admin": {"port": ports["admin"]}},
-            "xds": {"port": ports["xds"]},
-            "http": {"port": ports["http"]},
-            "control": {"listen": {"port": ports["control"]}},
-            "state_dir": str(WORK / "state"),
-            "rules": {"file": str(ROOT / "rules" / "default.yaml")},
-            "rollback": {"verify_window_s": 3},
-        }
+        config = agent_config(
+            model=MODEL,
+            upstreams={v: s.port for v, s in servers.items()},
+            ports=ports,
+            state_dir=WORK / "state",
+            stable="v1",
+            candidate="v2",
+            rules={"file": str(ROOT / "rules" / "default.yaml")},
+            rollback={"verify_window_s": 3},
+        )
         (WORK / "agent.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         say(f"== starting the agent (config {WORK / 'agent.yaml'}) and a real Envoy 1.40")
         agent = stack.enter_context(start_agent(WORK / "agent.yaml", WORK / "logs", {"ROLLBACK_AGENT_TOKEN": TOKEN}))

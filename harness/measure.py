@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 
 def percentile(values: Iterable[float], q: float) -> float:
@@ -42,3 +44,11 @@ def wall_to_monotonic_offset() -> float:
             best = (m1 - m0, w - (m0 + m1) / 2)
     assert best is not None
     return best[1]
+
+
+def write_result(name: str, result: Mapping[str, Any]) -> None:
+    """A benchmark's result: bench/results/NAME.json, and one JSON object as the last line printed."""
+    out = Path(__file__).resolve().parent.parent / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result), flush=True)

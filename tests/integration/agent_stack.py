@@ -13,9 +13,9 @@ import yaml
 from harness.agent import wait_http_ready
 from harness.bootstraps import agent_bootstrap
 from harness.envoy import EnvoyProcess
-from harness.ports import free_ports
 from harness.process import ManagedProcess
 from harness.pyproc import REPO_ROOT
+from harness.sidecar import agent_config, sidecar_ports
 from harness.wait import async_wait_until, wait_until
 from refserver.client import sample_request
 
@@ -44,25 +44,18 @@ class AgentStack:
 
     def write_config(self, **overrides: Any) -> Path:
         if not self.ports:
-            names = ("listener", "admin", "xds", "http", "control")
-            self.ports = dict(zip(names, free_ports(len(names)), strict=True))
-        config: dict[str, Any] = {
-            "model": {"name": MODEL, "tier": "critical"},
-            "versions": [{"tag": v, "endpoint": f"127.0.0.1:{self.upstreams[v].port}"} for v in self.versions],
-            "stable": self.versions[0],
-            "candidate": self.versions[1],
-            "envoy": {
-                "listener": {"port": self.ports["listener"]},
-                "admin": {"port": self.ports["admin"]},
-            },
-            "xds": {"port": self.ports["xds"]},
-            "http": {"port": self.ports["http"]},
-            "control": {"listen": {"port": self.ports["control"]}},
-            "state_dir": str(self.tmp / "state"),
-            "ack_timeout_s": 5,
-            **self.extra_config,
-            **overrides,
-        }
+            self.ports = sidecar_ports()
+        config = agent_config(
+            model=MODEL,
+            upstreams={v: self.upstreams[v].port for v in self.versions},
+            ports=self.ports,
+            state_dir=self.tmp / "state",
+            stable=self.versions[0],
+            candidate=self.versions[1],
+            ack_timeout_s=5,
+        )
+        config.update(self.extra_config)  # a test may replace any key, `stable` and `versions` included
+        config.update(overrides)
         self.config_path = self.tmp / "agent.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
         return self.config_path
