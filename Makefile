@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint unit integration bench proto system-deps clean
+.PHONY: install demo test lint unit integration bench chaos proto system-deps clean
 
 install: $(STAMP)
 
@@ -41,6 +41,10 @@ BENCHES := failover rules detect rollback webhook fleet
 bench: install system-deps
 	@set -e; for b in $(BENCHES); do echo "== bench/$$b"; $(PY) bench/$$b.py; done
 	@echo "results: bench/results/*.json"
+
+# The adversarial proof run (docs/chaos.md); bench/results/chaos.json; fails when any check fails.
+chaos: install
+	$(PY) bench/chaos.py
 
 proto: install
 	$(PY) scripts/gen_proto.py

@@ -1,7 +1,7 @@
 """`rollback-agent`: run the sidecar, or talk to a running one through its control API.
 
 Exit codes: 0 done; 1 the agent refused or could not complete the operation; 2 bad usage or configuration;
-3 the agent could not be reached.
+3 the agent could not be reached; 4 (run) the state store is missing, damaged or foreign: see `state`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from agent import __version__
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.envoy_bootstrap import render_bootstrap
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_STATE_REFUSED = 0, 1, 2, 3, 4
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,13 +74,37 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
     audit = sub.add_parser("audit", help="the audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="SUBCOMMAND")
-    offline("verify", "check the hash chain: any edited, removed or reordered record is reported", audit_sub)
+    offline(
+        "verify",
+        "check the hash chain (any edited, removed or reordered record) and that every decision has its outcome",
+        audit_sub,
+    )
     quarantine = sub.add_parser("quarantine", help="version quarantine")
     quarantine_sub = quarantine.add_subparsers(dest="quarantine_command", required=True, metavar="SUBCOMMAND")
     clear = offline("clear", "end the quarantine of a version (operator action, audited)", quarantine_sub)
     clear.add_argument("tag")
     clear.add_argument("--reason", required=True)
-    clear.add_argument("--actor", default=os.environ.get("USER", "operator"))
+    clear.add_argument("--actor", default="", help="your name, recorded beside the local user (unverified)")
+    state = sub.add_parser("state", help="the state store: check, back up, and explicit recovery")
+    state_sub = state.add_subparsers(dest="state_command", required=True, metavar="SUBCOMMAND")
+    offline("check", "check the state store as the agent does at start (exit 4 when it would refuse)", state_sub)
+    backup = offline("backup", "write a consistent copy of the state store", state_sub)
+    backup.add_argument("file", type=Path)
+    init = offline("init", "start a new state store (the old files are moved aside, never deleted); audited", state_sub)
+    source = init.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from-envoy", action="store_true", help="start on the split the local Envoy serves now")
+    source.add_argument("--from-config", action="store_true", help="start on the config's initial weights")
+    init.add_argument("--reason", required=True)
+    init.add_argument("--actor", default="", help="your name, recorded beside the local user (unverified)")
+    init.add_argument(
+        "--force", action="store_true", help="--from-config even though Envoy serves a different split now"
+    )
+    restore = offline(
+        "restore", "put a verified backup in place (the current files are moved aside); audited", state_sub
+    )
+    restore.add_argument("file", type=Path)
+    restore.add_argument("--reason", required=True)
+    restore.add_argument("--actor", default="", help="your name, recorded beside the local user (unverified)")
 
     def client(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
@@ -97,12 +121,21 @@ def _parser() -> argparse.ArgumentParser:
     sw = client("set-weights", "set the traffic split, e.g. set-weights v1=90 v2=10")
     sw.add_argument("weights", nargs="+", metavar="VERSION=WEIGHT")
     sw.add_argument("--reason", default="set by operator")
+    sw.add_argument(
+        "--force", action="store_true", help="allow traffic to a failed, quarantined or held version (recorded)"
+    )
     rb = client("rollback", "send all traffic to the stable version (or --to VERSION)")
     rb.add_argument("--to", dest="to_version", default="", help="the version to roll back to (default: stable)")
     rb.add_argument("--reason", required=True)
     for name, text in (("pause", "pause automatic rollback for this model"), ("resume", "resume automatic rollback")):
         p = client(name, text)
         p.add_argument("--reason", default="")
+    hold = client("hold", "hold a version: no weight increase for it until released (audited)")
+    hold.add_argument("version")
+    hold.add_argument("--reason", required=True)
+    release = client("release", "release the hold on a version (audited)")
+    release.add_argument("version")
+    release.add_argument("--reason", default="")
     return parser
 
 
@@ -123,6 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from agent.cli_records import run_offline
 
             return asyncio.run(run_offline(args))
+        if args.command == "state":
+            from agent.cli_state import run_state
+
+            return asyncio.run(run_state(args))
         return _client(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -130,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from agent.ports.store import StateRefusedError
     from agent.runtime import StartupError, run_agent
 
     logging.basicConfig(
@@ -145,6 +183,10 @@ def _run(args: argparse.Namespace) -> int:
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except StateRefusedError as exc:
+        logging.getLogger("agent").critical("state refused: %s", exc)
+        print(f"error: state refused: {exc}", file=sys.stderr)
+        return EXIT_STATE_REFUSED
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
@@ -248,15 +290,34 @@ def _client(args: argparse.Namespace) -> int:
         "set-weights": (
             "POST",
             "/v1/traffic",
-            {"weights": _parse_weights(getattr(args, "weights", []) or []), "reason": getattr(args, "reason", "")},
+            {
+                "weights": _parse_weights(getattr(args, "weights", []) or []),
+                "reason": getattr(args, "reason", ""),
+                "force": bool(getattr(args, "force", False)),
+                "actor": _claimed_name(),
+            },
         ),
         "rollback": (
             "POST",
             "/v1/rollback",
-            {"to_version": getattr(args, "to_version", ""), "reason": getattr(args, "reason", "")},
+            {
+                "to_version": getattr(args, "to_version", ""),
+                "reason": getattr(args, "reason", ""),
+                "actor": _claimed_name(),
+            },
         ),
-        "pause": ("POST", "/v1/pause", {"reason": getattr(args, "reason", "")}),
-        "resume": ("POST", "/v1/resume", {"reason": getattr(args, "reason", "")}),
+        "pause": ("POST", "/v1/pause", {"reason": getattr(args, "reason", ""), "actor": _claimed_name()}),
+        "resume": ("POST", "/v1/resume", {"reason": getattr(args, "reason", ""), "actor": _claimed_name()}),
+        "hold": (
+            "POST",
+            "/v1/hold",
+            {"version": getattr(args, "version", ""), "reason": getattr(args, "reason", ""), "actor": _claimed_name()},
+        ),
+        "release": (
+            "POST",
+            "/v1/release",
+            {"version": getattr(args, "version", ""), "reason": getattr(args, "reason", ""), "actor": _claimed_name()},
+        ),
     }
     method, path, body = calls[args.command]
     try:
@@ -270,11 +331,16 @@ def _client(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     if args.json:
         print(json.dumps(payload, indent=2))
-    elif args.command in ("status", "pause", "resume"):
+    elif args.command in ("status", "pause", "resume", "hold", "release"):
         print(format_status(payload))
     else:
         print(format_change(payload))
     return EXIT_OK
+
+
+def _claimed_name() -> str:
+    """The CLI user's login, sent as the request's claimed name (the agent records the token's identity)."""
+    return os.environ.get("USER", "")
 
 
 def _weights_text(policy: dict[str, Any]) -> str:
@@ -286,11 +352,18 @@ def format_change(payload: dict[str, Any]) -> str:
     acks = payload.get("acks", [])
     verb = "moved" if payload.get("changed") else "unchanged (already served)"
     nodes = ", ".join(a.get("node_id", "?") for a in acks) or "none"
-    return (
-        f"traffic {verb}: {_weights_text(policy)} (revision {policy.get('revision', '?')})\n"
-        f"route version {payload.get('route_version', '')} ACKed by {nodes} in "
-        f"{float(payload.get('decision_to_ack_ms', 0.0)):.1f} ms"
-    )
+    lines = []
+    if payload.get("rollback_id") or payload.get("outcome"):
+        lines.append(
+            f"rollback {payload.get('rollback_id') or '-'}: {payload.get('outcome', '')}: {payload.get('detail', '')}"
+        )
+    lines.append(f"traffic {verb}: {_weights_text(policy)} (revision {policy.get('revision', '?')})")
+    if payload.get("route_version"):
+        lines.append(
+            f"route version {payload.get('route_version', '')} ACKed by {nodes} in "
+            f"{float(payload.get('decision_to_ack_ms', 0.0)):.1f} ms"
+        )
+    return "\n".join(lines)
 
 
 def format_status(s: dict[str, Any]) -> str:

@@ -9,10 +9,13 @@ from datetime import UTC, datetime
 
 from agent.adapters.registry.file_registry import open_registry
 from agent.adapters.store.sqlite_store import SqliteStateStore
+from agent.cli_state import local_actor
 from agent.config import ConfigError, load_config
 from agent.domain.audit_chain import verify_chain
+from agent.engine.reconcile import open_intents
 from agent.pb.rollback_agent.v1 import audit_pb2
 from agent.ports.registry import StatusTransitionError, UnknownVersionError
+from agent.ports.store import StateRefusedError
 from agent.registry import RegistryFileError
 from agent.reporting import (
     changes,
@@ -34,7 +37,11 @@ async def run_offline(args: argparse.Namespace) -> int:
     if not db.exists():
         print(f"error: no state store at {db}: has the agent run with this config?", file=sys.stderr)
         return EXIT_USAGE
-    store = await SqliteStateStore.open(db)
+    try:
+        store = await SqliteStateStore.open_existing(db, model=config.model.name)
+    except StateRefusedError as exc:
+        print(f"error: {exc}; see `rollback-agent state check`", file=sys.stderr)
+        return EXIT_FAILED
     try:
         registry = await open_registry(config, config.registry_file)
     except RegistryFileError as exc:
@@ -47,10 +54,24 @@ async def run_offline(args: argparse.Namespace) -> int:
             problems = verify_chain(records)
             for problem in problems:
                 print(f"BROKEN {problem}", file=sys.stderr)
+            unclosed = open_intents(records)
+            for intent in unclosed:
+                print(
+                    f"OPEN intent {intent.seq} ({intent.traffic_intent.intent_id}) has no outcome record "
+                    f"(the agent is running it now, or has not restarted since it stopped)",
+                    file=sys.stderr,
+                )
             if problems:
                 print(f"audit chain BROKEN: {len(problems)} problem(s) in {len(records)} records", file=sys.stderr)
                 return EXIT_FAILED
-            print(f"audit chain intact: {len(records)} records, last hash {records[-1].hash.hex() if records else '-'}")
+            if unclosed:
+                print(f"audit chain intact, but {len(unclosed)} decision(s) without an outcome", file=sys.stderr)
+                return EXIT_FAILED
+            intents = sum(1 for r in records if r.WhichOneof("event") == "traffic_intent")
+            print(
+                f"audit chain intact: {len(records)} records, {intents} traffic decisions each with its outcome, "
+                f"last hash {records[-1].hash.hex() if records else '-'}"
+            )
             return EXIT_OK
         if args.command == "versions":
             versions = await registry.list_versions()
@@ -95,20 +116,18 @@ async def run_offline(args: argparse.Namespace) -> int:
                 print(text)
             return EXIT_OK
         if args.command == "quarantine":
+            actor = local_actor(args.actor)
             try:
-                restored = await registry.clear_quarantine(args.tag, f"operator:{args.actor}", args.reason)
+                restored = await registry.clear_quarantine(args.tag, actor, args.reason)
             except (UnknownVersionError, StatusTransitionError) as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return EXIT_FAILED
-            record = audit_pb2.AuditRecord(
-                version_status_changed=audit_pb2.VersionStatusChanged(
+            await store.append(
+                audit_pb2.VersionStatusChanged(
                     version=args.tag, from_status="quarantined", to_status=restored.value, reason=args.reason
                 ),
-                model=config.model.name,
-                actor=f"operator:{args.actor}",
+                actor,
             )
-            record.at.GetCurrentTime()
-            await store.append_audit(record)
             print(f"{args.tag}: quarantine cleared, status {restored.value}")
             return EXIT_OK
         raise ConfigError(f"unknown command {args.command}")

@@ -1,7 +1,7 @@
 """The agent's configuration file (agent.yaml): pydantic models, validated at load.
 
-Every error names the file and the dotted path of the bad field, e.g.
-`agent.yaml: versions.1.endpoint: endpoint must be IP:PORT, got 'localhost'`.
+Every error names the file, the line and the dotted path of the bad field, e.g.
+`agent.yaml:12: versions.1.endpoint: endpoint must be IP:PORT, got 'localhost'`.
 """
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from yaml.nodes import Node
 
 from agent.alerts.config import AlertsConfig
+from agent.domain.safe_yaml import YamlError, line_at_path, parse_bounded, read_limit
 
 VERSION_TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 
@@ -61,6 +62,8 @@ class VersionConfig(_Strict):
     tag: Annotated[str, Field(pattern=VERSION_TAG_PATTERN)]
     endpoint: HostPort
     metrics_path: str = "/metrics"
+    # The model server container's memory limit: resident memory is judged against it (model.memory_ratio).
+    memory_limit_mb: Annotated[float, Field(gt=0)] | None = None
 
     @property
     def host(self) -> str:
@@ -82,6 +85,8 @@ class ControlSection(_Strict):
     listen: ListenAddress = ListenAddress(port=9091)
     token_file: Path | None = None
     token_env: str = "ROLLBACK_AGENT_TOKEN"
+    # The identity the token stands for: audit records of control API actions name `operator:<token_name>`.
+    token_name: Annotated[str, Field(pattern=VERSION_TAG_PATTERN)] = "control-token"
 
 
 class GoldenInference(_Strict):
@@ -108,12 +113,53 @@ class SignalsSection(_Strict):
     model_metrics: bool = True
     health: bool = True
     history_s: Annotated[float, Field(ge=60, le=7 * 86400)] = 3600.0
+    memory_limit_mb: Annotated[float, Field(gt=0)] | None = None  # for every version without its own
+    # A version that stops answering (or restarts) with its last memory reading at or above this fraction of its
+    # limit counts an OOM (health.oom).
+    oom_memory_ratio: Annotated[float, Field(gt=0, le=1)] = 0.9
 
 
 class RulesSection(_Strict):
     file: Path | None = None  # a rule file (YAML); none: no automatic decisions, only operator actions
     tiers_dir: Path | None = None  # default: the shipped rules/tiers
     reload_interval_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
+
+
+Tolerance = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class Margin(_Strict):
+    """How far a live figure may move the bad way from its baseline: by max(relative x baseline, absolute).
+
+    `required`: the metric is evidence enough to conclude; with none of the required metrics measured the
+    verification is inconclusive. A measured metric beyond its margin fails the verification either way.
+    """
+
+    relative: Tolerance = 0.0
+    absolute: Tolerance = 0.0
+    required: bool = False
+
+
+class ThroughputMargin(Margin):
+    stds: Tolerance = 0.0  # also allow this many of the baseline's standard deviations (the larger wins)
+
+
+class VerificationSection(_Strict):
+    """Post-rollback verification: the target's live figures against every baseline number the registry holds.
+
+    A metric set to null is not checked (listed as disabled). Error rate and latency must not rise above the
+    limit, the others (accuracy, confidence, throughput) must not fall below it; missing rates must not rise.
+    """
+
+    min_requests: Annotated[int, Field(ge=1)] = 20  # fewer requests in the window: inconclusive
+    min_labels: Annotated[int, Field(ge=1)] = 20  # labelled outcomes needed to measure the primary metric
+    error_rate: Margin | None = Margin(relative=1.0, absolute=0.01, required=True)
+    error_rate_without_baseline: Annotated[float, Field(ge=0, le=1)] | None = 0.05  # limit when none is recorded
+    latency_p99_ms: Margin | None = Margin(relative=0.5, required=True)
+    primary_metric: Margin | None = Margin(absolute=0.05)
+    confidence_mean: Margin | None = Margin(relative=0.15)
+    throughput_rps: ThroughputMargin | None = ThroughputMargin(relative=0.5, stds=3.0)
+    missing_rate: Margin | None = Margin(absolute=0.02)  # each feature's missing_rate.<feature>
 
 
 class RollbackSection(_Strict):
@@ -124,6 +170,7 @@ class RollbackSection(_Strict):
     warm_timeout_s: Annotated[float, Field(gt=0)] = 120.0
     confirm_timeout_s: Annotated[float, Field(gt=0)] = 5.0
     health_max_age_s: Annotated[float, Field(ge=0)] = 3.0
+    verification: VerificationSection = VerificationSection()
 
 
 class ConstraintsSection(_Strict):
@@ -208,27 +255,34 @@ class AgentConfig(_Strict):
         return {tag: (100 if tag == self.stable else 0) for tag in self.tags}
 
 
-def _format_errors(source: str, error: ValidationError) -> str:
+def _format_errors(source: str, root: Node, error: ValidationError) -> str:
+    details = error.errors()
     lines = []
-    for item in error.errors():
+    for item in details[:_MAX_REPORTED_ERRORS]:
         path = ".".join(str(p) for p in item["loc"])
         message = str(item["msg"]).removeprefix("Value error, ")
-        # Cross-field checks name their own field in the message.
-        lines.append(f"{source}: {path}: {message}" if path else f"{source}: {message}")
+        # Cross-field checks name their own field in the message; line_at_path finds that field's line.
+        where = f"{source}:{line_at_path(root, item['loc'], message)}"
+        lines.append(f"{where}: {path}: {message}" if path else f"{where}: {message}")
+    if len(details) > _MAX_REPORTED_ERRORS:
+        lines.append(f"{source}: and {len(details) - _MAX_REPORTED_ERRORS} more errors")
     return "\n".join(lines)
 
 
-def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None) -> AgentConfig:
+def parse_config(text: str | bytes, source: str = "<config>", base_dir: Path | None = None) -> AgentConfig:
+    """Validate a config document (bytes are decoded as UTF-8); every error names the file and the line."""
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+        parsed = parse_bounded(text, source)
+    except YamlError as exc:
+        raise ConfigError(str(exc)) from None
+    raw = parsed.data
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+        line = parsed.root.start_mark.line + 1
+        raise ConfigError(f"{source}:{line}: expected a mapping at the top level, got {type(raw).__name__}")
     try:
         config = AgentConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(source, exc)) from None
+        raise ConfigError(_format_errors(source, parsed.root, exc)) from None
     if base_dir is None:
         return config
     return _resolve_paths(config, base_dir)
@@ -261,7 +315,12 @@ def _resolve_paths(config: AgentConfig, base_dir: Path) -> AgentConfig:
 
 def load_config(path: Path) -> AgentConfig:
     try:
-        text = path.read_text()
+        with path.open("rb") as file:
+            data = file.read(read_limit())
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    return parse_config(text, str(path), path.resolve().parent)
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return parse_config(data, str(path), path.resolve().parent)
+
+
+# Locating is linear in the file; a machine-made file can hold thousands of errors.
+_MAX_REPORTED_ERRORS = 20

@@ -12,8 +12,10 @@ import gc
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable, Coroutine
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,6 +24,7 @@ from aiohttp import web
 
 from agent.adapters.alertmanager_poller import AlertmanagerPoller, decision_submitter
 from agent.adapters.archive.forensic_archive import ForensicArchiver
+from agent.adapters.envoy_admin import EnvoyServing, read_serving
 from agent.adapters.forensic_providers import forensic_providers
 from agent.adapters.nop_route_sink import NopRouteSink
 from agent.adapters.registry.file_registry import open_registry
@@ -29,6 +32,7 @@ from agent.adapters.signals.envoy_stats import EnvoyStatsSource
 from agent.adapters.signals.model_metrics_source import ModelMetricsSource
 from agent.adapters.signals.oip_health import GoldenCheck, OipHealthSource, VersionProbe
 from agent.adapters.store.sqlite_store import SqliteStateStore
+from agent.adapters.store.state_check import OpenedState, checkpoint, open_state
 from agent.adapters.xds.cache import SnapshotCache
 from agent.adapters.xds.callbacks import MetricsCallbacks
 from agent.adapters.xds.resources import ModelTopology, VersionUpstream
@@ -39,10 +43,14 @@ from agent.alerts.intake import AlertIntake
 from agent.alerts.metrics import AlertSourceMetrics
 from agent.config import AgentConfig, ControlSection
 from agent.domain.signals import HistoryLimits, SignalHistory
+from agent.domain.traffic import PolicyError, TrafficPolicy, normalize_weights, refuse_unsafe_start
+from agent.engine.admission import Admission, AdmissionSettings
+from agent.engine.decisions import DecisionHandler
 from agent.engine.monitor import Monitor
 from agent.engine.orchestrator import RollbackOrchestrator, RollbackSettings
 from agent.engine.planner import RegistryPlanner
-from agent.engine.rules_watch import RulesWatcher
+from agent.engine.reconcile import Served, open_intents, open_rollbacks, reconcile
+from agent.engine.rules_watch import RulesWatcher, keep_last_good
 from agent.engine.traffic import TrafficController
 from agent.engine.verification import BaselineVerifier
 from agent.http.control_app import make_control_app
@@ -50,14 +58,18 @@ from agent.http.public_app import make_public_app
 from agent.http.status_view import StatusView
 from agent.http.webhook import AlertWebhook, add_alert_webhook
 from agent.log_buffer import RecentLogHandler
+from agent.pb.rollback_agent.v1 import audit_pb2
 from agent.ports.signals import SignalSource
 from agent.registry import Constraints, RegistryFileError
+from agent.registry.fallback import declared_statuses
 from agent.telemetry import AgentMetrics, ServedVersionsCollector, VersionStatusCollector
 from agent.triggers.engine import RuleEngine
 from agent.triggers.errors import RuleFileError
 from agent.triggers.ruleset import load_rule_set
 
 log = logging.getLogger(__name__)
+
+RECONCILE_TAIL = 5000  # records read at start-up to reconcile open decisions and rebuild admission's memory
 
 
 class StartupError(Exception):
@@ -148,184 +160,388 @@ def _constraints(config: AgentConfig) -> Constraints:
     )
 
 
-def _rule_engine(config: AgentConfig) -> RuleEngine:
+LAST_GOOD_RULES = "rules.last-good.yaml"
+
+
+def _rule_engine(config: AgentConfig) -> tuple[RuleEngine, str]:
+    """The rule engine, and why the configured file was refused ("" when it was accepted).
+
+    A file that cannot be used at start is refused like a broken reload: the agent runs on the copy of the last
+    file it accepted (state_dir/rules.last-good.yaml), reports the refusal (status, metric, audit), and keeps
+    watching the file. Only without such a copy is it a start-up error."""
     if config.rules.file is None:
         log.warning("no rules.file configured: the agent makes no automatic decisions, only operator actions")
-        return RuleEngine()
+        return RuleEngine(), ""
+    last_good = config.state_dir / LAST_GOOD_RULES
     try:
         rule_set = load_rule_set(config.rules.file, config.model.tier, config.rules.tiers_dir)
     except RuleFileError as exc:
-        raise StartupError(f"rules.file is not usable:\n{exc}") from None
+        if not last_good.exists():
+            raise StartupError(f"rules.file is not usable:\n{exc}") from None
+        try:
+            rule_set = load_rule_set(last_good, config.model.tier, config.rules.tiers_dir)
+        except RuleFileError as again:
+            raise StartupError(f"rules.file is not usable:\n{exc}\nand its last good copy neither:\n{again}") from None
+        log.error(
+            "rules.file %s refused at start, running on the last good copy %s: %s", config.rules.file, last_good, exc
+        )
+        return RuleEngine(rule_set), str(exc)
+    keep_last_good(config.rules.file, last_good)
     log.info("%d rules loaded from %s (tier %s)", len(rule_set.rules), config.rules.file, rule_set.tier)
-    return RuleEngine(rule_set)
+    return RuleEngine(rule_set), ""
 
 
-async def run_agent(config: AgentConfig, *, dry_run: bool = False, log_tail: RecentLogHandler | None = None) -> int:
-    token = read_token(config.control)
-    rules = _rule_engine(config)
-    metrics = AgentMetrics(config.model.name)
-    metrics.model_info.labels(config.model.name, config.model.tier).set(1)
-    metrics.rules_loaded.labels(config.model.name).set(len(rules.rule_set.rules))
+@dataclass
+class AgentParts:
+    """Everything `build_agent` made, not yet serving: no listener open, no task running."""
+
+    config: AgentConfig
+    dry_run: bool
+    metrics: AgentMetrics
+    store: SqliteStateStore
+    controller: TrafficController
+    admission: Admission
+    orchestrator: RollbackOrchestrator
+    monitor: Monitor
+    planner: RegistryPlanner
+    watcher: RulesWatcher | None
+    cache: SnapshotCache
+    xds_sink: XdsRouteSink | None
+    public_app: web.Application
+    control_app: web.Application
+    poller: AlertmanagerPoller | None
+    state_notes: tuple[str, ...]
+    cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        for cleanup in reversed(self.cleanups):
+            try:
+                await cleanup()
+            except Exception:
+                log.exception("error during shutdown")
+        self.cleanups.clear()
+
+
+class _LateHistories(Mapping[str, SignalHistory]):
+    """The monitor's read-only histories, for the parts built before the monitor (verification, forensics)."""
+
+    def __init__(self, monitor: list[Monitor]) -> None:
+        self._monitor = monitor
+
+    def _view(self) -> Mapping[str, SignalHistory]:
+        return self._monitor[0].histories if self._monitor else {}
+
+    def __getitem__(self, key: str) -> SignalHistory:
+        return self._view()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._view())
+
+    def __len__(self) -> int:
+        return len(self._view())
+
+
+def starting_policy(config: AgentConfig, clock: Callable[[], float] = time.time) -> TrafficPolicy:
+    return TrafficPolicy(
+        weights=normalize_weights(config.starting_weights(), config.tags),
+        revision=1,
+        reason="initial weights from the config file",
+        actor="config",
+        changed_at=clock(),
+    )
+
+
+def envoy_evidence(config: AgentConfig, topology: ModelTopology) -> Callable[[], Awaitable[EnvoyServing]]:
+    admin_url = f"http://{config.envoy.admin.address}:{config.envoy.admin.port}"
+
+    async def read() -> EnvoyServing:
+        return await asyncio.to_thread(read_serving, admin_url, topology.route_name, topology.cluster_name(""), 1.0)
+
+    return read
+
+
+async def build_agent(
+    config: AgentConfig, *, token: str, dry_run: bool = False, log_tail: RecentLogHandler | None = None
+) -> AgentParts:
+    """Build every part from the config: the state store (checked; StateRefusedError when it is lost or foreign),
+    the registry, the traffic controller, admission, the rollback procedure, the monitor and the HTTP apps.
+    Reconciles what the previous run left open. Opens no listener and starts no task (see `serve`)."""
+    topology = topology_from_config(config)
     try:
-        store = await SqliteStateStore.open(config.state_dir / "state.db")
-    except Exception as exc:
-        raise StartupError(f"state_dir {config.state_dir}: cannot open the state store: {exc}") from None
-    supervisor = Supervisor()
+        statuses = await asyncio.to_thread(declared_statuses, config)
+    except RegistryFileError as exc:
+        raise StartupError(f"registry_file is not usable:\n{exc}") from None
+    first = starting_policy(config)
+    try:
+        refuse_unsafe_start(first, statuses, "initial_weights (or the stable version) would")
+    except PolicyError as exc:
+        raise StartupError(str(exc)) from None
+    evidence = envoy_evidence(config, topology)
+    try:
+        opened = await open_state(
+            config.state_dir, model=config.model.name, starting_policy=lambda: first, envoy=evidence
+        )
+    except OSError as exc:
+        raise StartupError(f"state_dir {config.state_dir}: cannot open the state store: {exc.strerror}") from None
+    store = opened.store
     cleanups: list[Callable[[], Awaitable[None]]] = [store.close]
     try:
-        try:
-            registry = await open_registry(config, config.registry_file)
-        except RegistryFileError as exc:
-            raise StartupError(f"registry_file is not usable:\n{exc}") from None
-        cleanups.append(registry.close)
-        session = aiohttp.ClientSession()
-        cleanups.append(session.close)
-        cache = SnapshotCache(MetricsCallbacks(metrics))
-        topology = topology_from_config(config)
-        xds_sink = None if dry_run else XdsRouteSink(cache, topology)
-        controller = TrafficController(
+        rules, rules_error = await asyncio.to_thread(_rule_engine, config)
+        metrics = AgentMetrics(config.model.name)
+        metrics.model_info.labels(config.model.name, config.model.tier).set(1)
+        metrics.rules_loaded.labels(config.model.name).set(len(rules.rule_set.rules))
+        if rules_error:
+            await store.append(
+                audit_pb2.RulesReloaded(
+                    files=[str(config.rules.file)], rules=len(rules.rule_set.rules), error=rules_error
+                ),
+                "rules-watcher",
+            )
+        parts = await _build_on_store(
+            config, opened, cleanups, rules, metrics, topology, evidence, dry_run, log_tail, token
+        )
+        if parts.watcher is not None:
+            parts.watcher.last_good = config.state_dir / LAST_GOOD_RULES
+            parts.watcher.last_error = rules_error
+            metrics.rules_last_reload_ok.labels(config.model.name).set(0 if rules_error else 1)
+        return parts
+    except BaseException:
+        for cleanup in reversed(cleanups):
+            with contextlib.suppress(Exception):
+                await cleanup()
+        raise
+
+
+async def _build_on_store(
+    config: AgentConfig,
+    opened: OpenedState,
+    cleanups: list[Callable[[], Awaitable[None]]],
+    rules: RuleEngine,
+    metrics: AgentMetrics,
+    topology: ModelTopology,
+    evidence: Callable[[], Awaitable[EnvoyServing]],
+    dry_run: bool,
+    log_tail: RecentLogHandler | None,
+    token: str,
+) -> AgentParts:
+    store = opened.store
+    try:
+        registry = await open_registry(config, config.registry_file)
+    except RegistryFileError as exc:
+        raise StartupError(f"registry_file is not usable:\n{exc}") from None
+    cleanups.append(registry.close)
+    session = aiohttp.ClientSession()
+    cleanups.append(session.close)
+    cache = SnapshotCache(MetricsCallbacks(metrics))
+    xds_sink = None if dry_run else XdsRouteSink(cache, topology)
+    controller = TrafficController(
+        model=config.model.name,
+        versions=config.tags,
+        stable=config.stable,
+        store=store,
+        sink=xds_sink or NopRouteSink(),
+        metrics=metrics,
+        ack_timeout_s=config.ack_timeout_s,
+    )
+    try:
+        await controller.start()
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+    metrics.registry.register(ServedVersionsCollector(config.model.name, controller.served))
+
+    admin_url = f"http://{config.envoy.admin.address}:{config.envoy.admin.port}"
+    envoy_stats = EnvoyStatsSource(
+        session,
+        admin_url,
+        {topology.cluster_name(v.tag): v.tag for v in config.versions},
+        config.signals.timeout_s,
+    )
+    health = OipHealthSource(
+        session,
+        [
+            VersionProbe(v.tag, f"http://{v.endpoint}", config.probes.oip_model or config.model.name)
+            for v in config.versions
+        ],
+        golden=(
+            GoldenCheck(g.request, g.output, g.expect, g.tolerance) if (g := config.probes.golden) is not None else None
+        ),
+        pipeline_url=config.probes.pipeline_url,
+        golden_interval_s=config.probes.golden_interval_s,
+        timeout_s=config.probes.timeout_s,
+    )
+    sources: list[SignalSource] = []
+    if config.signals.envoy_stats:
+        sources.append(envoy_stats)
+    if config.signals.model_metrics:
+        sources.append(
+            ModelMetricsSource(
+                session,
+                {v.tag: f"http://{v.endpoint}{v.metrics_path}" for v in config.versions},
+                config.signals.timeout_s,
+                memory_limits_mb={
+                    v.tag: limit
+                    for v in config.versions
+                    if (limit := v.memory_limit_mb or config.signals.memory_limit_mb) is not None
+                },
+                oom_ratio=config.signals.oom_memory_ratio,
+            )
+        )
+    if config.signals.health:
+        sources.append(health)
+    planner = RegistryPlanner(registry, _constraints(config))
+    await planner.refresh_baselines()
+    metrics.registry.register(VersionStatusCollector(config.model.name, lambda: planner.statuses))
+    monitor_ref: list[Monitor] = []
+    histories = _LateHistories(monitor_ref)
+    providers = forensic_providers(
+        config, rules, histories, session, admin_url, registry, log_tail, lambda: monitor_ref[0].last_tick
+    )
+    r = config.rollback
+    orchestrator = RollbackOrchestrator(
+        traffic=controller,
+        planner=planner,
+        health=health,
+        warmer=health,
+        confirmer=envoy_stats,
+        verifier=BaselineVerifier(histories, lambda: planner.baselines, r.verification),
+        archiver=ForensicArchiver(config.state_dir / "archive", providers),
+        store=store,
+        metrics=metrics,
+        settings=RollbackSettings(
+            cooldown_s=r.cooldown_s,
+            max_per_hour=r.max_per_hour,
+            verify_window_s=r.verify_window_s,
+            on_verification_failure=r.on_verification_failure,
+            warm_timeout_s=r.warm_timeout_s,
+            confirm_timeout_s=r.confirm_timeout_s,
+            health_max_age_s=r.health_max_age_s,
+        ),
+    )
+    cleanups.append(orchestrator.close)
+    admission = Admission(
+        traffic=controller,
+        store=store,
+        procedure=orchestrator,
+        settings=AdmissionSettings(
+            cooldown_s=r.cooldown_s,
+            max_per_hour=r.max_per_hour,
+            escalation_retry_s=config.alerts.escalation_retry_s,
+            dedupe_ttl_s=config.alerts.dedupe_ttl_s,
+            dedupe_max_entries=config.alerts.dedupe_max_entries,
+        ),
+        statuses=lambda: planner.statuses,
+    )
+    orchestrator.on_follow_up = admission.forget_last_rollback
+
+    # What the previous run left open is closed on the record before anything new happens.
+    tail = await store.last_records(RECONCILE_TAIL)
+    notes = list(opened.notes)
+    if open_intents(tail) or open_rollbacks(tail):
+        serving = await evidence()
+        notes += await reconcile(store, tail, Served(serving.weights, serving.detail), planner.mark_failed)
+        tail = await store.last_records(RECONCILE_TAIL)
+    await admission.restore(tail)
+
+    monitor = Monitor(
+        sources=sources,
+        rules=rules,
+        traffic=controller,
+        decisions=admission,
+        store=store,
+        metrics=metrics,
+        baselines=lambda: planner.baselines,
+        interval_s=config.signals.interval_s,
+        source_timeout_s=config.signals.timeout_s,
+        limits=HistoryLimits(max_age_s=max(config.signals.history_s, rules.rule_set.max_lookback_s + 60)),
+    )
+    monitor_ref.append(monitor)
+    monitor.rules_source = str(config.rules.file or "")
+    cleanups.append(monitor.close)
+    watcher = None
+    if config.rules.file is not None:
+        watcher = RulesWatcher(
+            path=config.rules.file,
+            tier=config.model.tier,
+            tiers_dir=config.rules.tiers_dir,
+            engine=rules,
+            store=store,
+            metrics=metrics,
             model=config.model.name,
-            versions=config.tags,
-            stable=config.stable,
-            store=store,
-            sink=xds_sink or NopRouteSink(),
-            metrics=metrics,
-            ack_timeout_s=config.ack_timeout_s,
+            interval_s=config.rules.reload_interval_s,
         )
-        try:
-            policy = await controller.start(config.starting_weights())
-        except ValueError as exc:
-            raise StartupError(str(exc)) from None
-        metrics.registry.register(ServedVersionsCollector(config.model.name, controller.served))
+        metrics.rules_last_reload_ok.labels(config.model.name).set(1)
+    status_view = StatusView(
+        config,
+        controller,
+        None if dry_run else cache,
+        monitor=monitor,
+        orchestrator=orchestrator,
+        watcher=watcher,
+        registry_statuses=lambda: planner.statuses,
+        admission=admission,
+        store_id=store.store_id,
+    )
+    public_app = make_public_app(controller, metrics, health_report=health.health_report)
+    poller = _alert_sources(config, admission, metrics, public_app)
+    control_app = make_control_app(
+        controller,
+        status_view,
+        token,
+        identity=config.control.token_name,
+        decisions=admission,
+        admission=admission,
+    )
+    return AgentParts(
+        config=config,
+        dry_run=dry_run,
+        metrics=metrics,
+        store=store,
+        controller=controller,
+        admission=admission,
+        orchestrator=orchestrator,
+        monitor=monitor,
+        planner=planner,
+        watcher=watcher,
+        cache=cache,
+        xds_sink=xds_sink,
+        public_app=public_app,
+        control_app=control_app,
+        poller=poller,
+        state_notes=tuple(notes),
+        cleanups=cleanups,
+    )
 
-        admin_url = f"http://{config.envoy.admin.address}:{config.envoy.admin.port}"
-        envoy_stats = EnvoyStatsSource(
-            session,
-            admin_url,
-            {topology.cluster_name(v.tag): v.tag for v in config.versions},
-            config.signals.timeout_s,
-        )
-        health = OipHealthSource(
-            session,
-            [
-                VersionProbe(v.tag, f"http://{v.endpoint}", config.probes.oip_model or config.model.name)
-                for v in config.versions
-            ],
-            golden=(
-                GoldenCheck(g.request, g.output, g.expect, g.tolerance)
-                if (g := config.probes.golden) is not None
-                else None
-            ),
-            pipeline_url=config.probes.pipeline_url,
-            golden_interval_s=config.probes.golden_interval_s,
-            timeout_s=config.probes.timeout_s,
-        )
-        sources: list[SignalSource] = []
-        if config.signals.envoy_stats:
-            sources.append(envoy_stats)
-        if config.signals.model_metrics:
-            sources.append(
-                ModelMetricsSource(
-                    session,
-                    {v.tag: f"http://{v.endpoint}{v.metrics_path}" for v in config.versions},
-                    config.signals.timeout_s,
-                )
-            )
-        if config.signals.health:
-            sources.append(health)
-        planner = RegistryPlanner(registry, _constraints(config))
-        await planner.refresh_baselines()
-        metrics.registry.register(VersionStatusCollector(config.model.name, lambda: planner.statuses))
-        histories: dict[str, SignalHistory] = {}
-        providers = forensic_providers(
-            config, rules, histories, session, admin_url, registry, log_tail, lambda: monitor.last_tick
-        )
-        r = config.rollback
-        orchestrator = RollbackOrchestrator(
-            traffic=controller,
-            planner=planner,
-            health=health,
-            warmer=health,
-            confirmer=envoy_stats,
-            verifier=BaselineVerifier(histories, lambda: planner.baselines),
-            archiver=ForensicArchiver(config.state_dir / "archive", providers),
-            store=store,
-            metrics=metrics,
-            settings=RollbackSettings(
-                cooldown_s=r.cooldown_s,
-                max_per_hour=r.max_per_hour,
-                verify_window_s=r.verify_window_s,
-                on_verification_failure=r.on_verification_failure,
-                warm_timeout_s=r.warm_timeout_s,
-                confirm_timeout_s=r.confirm_timeout_s,
-                health_max_age_s=r.health_max_age_s,
-            ),
-        )
-        cleanups.append(orchestrator.close)
-        monitor = Monitor(
-            sources=sources,
-            rules=rules,
-            traffic=controller,
-            decisions=orchestrator,
-            store=store,
-            metrics=metrics,
-            baselines=lambda: planner.baselines,
-            interval_s=config.signals.interval_s,
-            source_timeout_s=config.signals.timeout_s,
-            limits=HistoryLimits(max_age_s=max(config.signals.history_s, rules.rule_set.max_lookback_s + 60)),
-        )
-        monitor.histories = histories
-        monitor.rules_source = str(config.rules.file or "")
-        cleanups.append(monitor.close)
-        watcher = None
-        if config.rules.file is not None:
-            watcher = RulesWatcher(
-                path=config.rules.file,
-                tier=config.model.tier,
-                tiers_dir=config.rules.tiers_dir,
-                engine=rules,
-                store=store,
-                metrics=metrics,
-                model=config.model.name,
-                interval_s=config.rules.reload_interval_s,
-            )
-            metrics.rules_last_reload_ok.labels(config.model.name).set(1)
 
-        if xds_sink is not None:
-            xds_sink.publish_initial(policy.weights)
+async def serve(parts: AgentParts) -> int:
+    """Open the listeners, run every long-running part as a named task until SIGTERM/SIGINT or a part fails, then
+    shut down in reverse order. Returns the exit code."""
+    config = parts.config
+    supervisor = Supervisor()
+    cleanups = parts.cleanups
+    policy = parts.controller.desired
+    try:
+        if parts.xds_sink is not None:
+            parts.xds_sink.publish_initial(policy.weights)
             try:
-                server, port = await start_xds_server(cache, config.xds.address, config.xds.port)
+                server, port = await start_xds_server(parts.cache, config.xds.address, config.xds.port)
             except (OSError, RuntimeError) as exc:
                 raise StartupError(f"xds could not listen on {config.xds.address}:{config.xds.port}: {exc}") from None
             log.info("xDS (ADS) listening on %s:%d", config.xds.address, port)
             cleanups.append(_grpc_stopper(server))
             supervisor.spawn("xds-server", _wait_grpc(server))
-        status_view = StatusView(
-            config,
-            controller,
-            None if dry_run else cache,
-            monitor=monitor,
-            orchestrator=orchestrator,
-            watcher=watcher,
-            registry_statuses=lambda: planner.statuses,
-        )
-        public_app = make_public_app(controller, metrics, health_report=health.health_report)
-        poller = _alert_sources(config, orchestrator, metrics, public_app)
-        if poller is not None:
-            supervisor.spawn("alertmanager-poller", poller.run())
-        cleanups.append(await _serve_site(public_app, config.http.address, config.http.port, "http"))
+        if parts.poller is not None:
+            supervisor.spawn("alertmanager-poller", parts.poller.run())
+        cleanups.append(await _serve_site(parts.public_app, config.http.address, config.http.port, "http"))
         cleanups.append(
             await _serve_site(
-                make_control_app(controller, status_view, token, decisions=orchestrator),
-                config.control.listen.address,
-                config.control.listen.port,
-                "control API",
+                parts.control_app, config.control.listen.address, config.control.listen.port, "control API"
             )
         )
-        supervisor.spawn("monitor", monitor.run())
-        supervisor.spawn("baselines", _refresh_baselines(planner))
-        if watcher is not None:
-            supervisor.spawn("rules-watcher", watcher.run())
+        supervisor.spawn("monitor", parts.monitor.run())
+        supervisor.spawn("baselines", _refresh_baselines(parts.planner))
+        supervisor.spawn("state-checkpoint", _checkpoint_periodically(parts.store, config.state_dir))
+        if parts.watcher is not None:
+            supervisor.spawn("rules-watcher", parts.watcher.run())
         # Everything loaded at start-up lives for the whole run: keep the collector from rescanning it every full
         # collection (a per-tick cost of tens of ms otherwise; docs/rules.md, performance).
         gc.collect()
@@ -334,34 +550,39 @@ async def run_agent(config: AgentConfig, *, dry_run: bool = False, log_tail: Rec
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, supervisor.stop.set)
         log.info(
-            "agent for model %s (%s) serving revision %d %s%s",
+            "agent for model %s (%s) on store %s serving revision %d %s%s",
             config.model.name,
             config.model.tier,
+            parts.store.store_id,
             policy.revision,
             dict(policy.weights),
-            " [dry run: no traffic moves]" if dry_run else "",
+            " [dry run: no traffic moves]" if parts.dry_run else "",
         )
         await supervisor.stop.wait()
         log.info("shutting down")
     finally:
         await supervisor.cancel_all()
-        for cleanup in reversed(cleanups):
-            try:
-                await cleanup()
-            except Exception:
-                log.exception("error during shutdown")
+        with contextlib.suppress(Exception):
+            await checkpoint(parts.store, config.state_dir)
+        await parts.close()
     return 1 if supervisor.failure else 0
 
 
+async def run_agent(config: AgentConfig, *, dry_run: bool = False, log_tail: RecentLogHandler | None = None) -> int:
+    parts = await build_agent(config, token=read_token(config.control), dry_run=dry_run, log_tail=log_tail)
+    return await serve(parts)
+
+
 def _alert_sources(
-    config: AgentConfig, decisions: RollbackOrchestrator, metrics: AgentMetrics, public_app: web.Application
+    config: AgentConfig, decisions: DecisionHandler, metrics: AgentMetrics, public_app: web.Application
 ) -> AlertmanagerPoller | None:
     """The Alertmanager webhook (on the public app) and the API v2 poller, feeding one intake (one dedupe)."""
     alerts = config.alerts
     if not (alerts.webhook.enabled or alerts.alertmanager.urls):
         return None
     alert_metrics = AlertSourceMetrics(metrics.registry)
-    intake = AlertIntake.from_config(alerts, config.model.name, decision_submitter(decisions))
+    # One dedupe memory: the decision engine's (persisted through the audit trail), not a second one here.
+    intake = AlertIntake.from_config(alerts, config.model.name, decision_submitter(decisions), own_dedupe=False)
     if alerts.webhook.enabled:
         try:
             credentials = load_webhook_credentials(alerts.webhook, os.environ)
@@ -382,6 +603,20 @@ async def _refresh_baselines(planner: RegistryPlanner, interval_s: float = 30.0)
             await planner.refresh_baselines()
         except Exception:
             log.exception("reading baselines from the registry failed; keeping the previous ones")
+
+
+async def _checkpoint_periodically(store: SqliteStateStore, state_dir: Path, interval_s: float = 10.0) -> None:
+    """Move the marker's checkpoint forward, so a truncated or rewritten trail is caught at the next start."""
+    last = -1
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            seq, _ = await store.head()
+            if seq != last:
+                await checkpoint(store, state_dir)
+                last = seq
+        except Exception as exc:
+            log.warning("state checkpoint failed (retrying): %s", exc)
 
 
 async def _wait_grpc(server: grpc.aio.Server) -> None:

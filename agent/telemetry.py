@@ -38,6 +38,12 @@ class AgentMetrics:
             registry=r,
         )
         self.xds_connected = Gauge("rollback_agent_xds_connected_envoys", "Envoys with an open ADS stream.", registry=r)
+        self.background_failures = Counter(
+            "rollback_agent_background_failures_total",
+            "Background work (verification after a switch, a rule decision) that raised instead of finishing.",
+            ["task"],
+            registry=r,
+        )
         self.traffic_changes = Counter(
             "rollback_agent_traffic_changes_total",
             "Traffic changes by outcome (acked, rejected, timeout, invalid, unchanged).",

@@ -111,8 +111,18 @@ async def rule_state(ports: dict[str, int], rule: str, version: str) -> str:
 
 
 async def automatic_rollback(generator: TrafficGenerator, ports: dict[str, int], v2: RefServer) -> bool:
-    say("\n== v2 becomes the candidate: half the traffic, watched by the shipped rules (critical tier)")
-    await timed_switch(generator, "", ["set-weights", "v1=50", "v2=50", "--reason", "demo: canary v2"])
+    say("\n== v2 was rolled back, so the agent refuses to send it traffic again unless an operator forces it")
+    args = ["set-weights", "v1=50", "v2=50", "--reason", "demo: canary v2"]
+    say("    $ rollback-agent " + " ".join(args))
+    code, out = await asyncio.to_thread(cli, *args)
+    say("      " + out.strip().replace("\n", "\n      "))
+    if code == 0:
+        raise SystemExit("the agent sent traffic to a rolled-back version without --force")
+    say(
+        "\n== the operator re-admits v2 as a canary (recorded as forced): half the traffic, watched by the shipped "
+        "rules"
+    )
+    await timed_switch(generator, "", [*args, "--force"])
     deadline = time.monotonic() + 30
     while await rule_state(ports, "error-rate", "v2") != "ok":
         if time.monotonic() > deadline:
@@ -169,7 +179,7 @@ async def story(ports: dict[str, int], v2: RefServer, auto: bool) -> int:
         results = generator.results
     failed = len(results.failed())
     say(f"\n== {len(results)} requests sent, {failed} failed (the injected fault's, until the rollback)")
-    for args in (("status",), ("versions",), ("history",)):
+    for args in (("status",), ("versions",), ("history",), ("audit", "verify")):
         _code, out = cli(*args)
         say(f"\n$ rollback-agent {' '.join(args)}\n{out}")
     return 0 if rolled_back else 1

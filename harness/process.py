@@ -6,8 +6,17 @@
 - `stop()` sends SIGTERM to the group, then SIGKILL after `timeout_s`, and reaps the process;
 - `kill()` sends SIGKILL at once (crash tests);
 - every started process is tracked in a module-level registry and an `atexit` hook SIGKILLs whatever is still
-  running when the interpreter exits, so a failing test or an aborted benchmark leaves nothing behind.
-  (A SIGKILL of the Python process itself cannot be caught; nothing can help there.)
+  running when the interpreter exits, so a failing test or an aborted benchmark leaves nothing behind;
+- atexit hooks do not run when the interpreter is ended by a signal, so importing this module on the main thread
+  (or else the first `start()` there) installs SIGTERM and SIGHUP handlers (`install_signal_handlers`, once):
+  they stop every registered process group, then call the handler that was there before, or, if that was the
+  default, exit with 128 + signum. A signal that was ignored (SIG_IGN, e.g. SIGHUP under nohup) stays ignored.
+  A handler installed later replaces these; it should call `terminate_all()` itself;
+- on Linux, a process started from the main thread gets PR_SET_PDEATHSIG = SIGKILL, so it dies even when the
+  Python process is SIGKILLed (no handler runs then). The kernel sends it when the *thread* that forked the child
+  exits, so processes started from other threads (e.g. `asyncio.to_thread`, whose pool threads come and go) do
+  not get it: it would kill them when their starting thread ends. Only the leader gets it; its own children are
+  left to it.
 
 It is a context manager (`with ManagedProcess(...).start() as p:`) and works with `contextlib.ExitStack`
 (`stack.enter_context(proc)` or `stack.callback(proc.stop)`).
@@ -17,24 +26,38 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import os
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Self
 
 from harness.wait import WaitAborted
 
-__all__ = ["ManagedProcess", "ProcessExitedError", "stop_all", "tail_file", "unique_stem"]
+__all__ = [
+    "ManagedProcess",
+    "ProcessExitedError",
+    "install_signal_handlers",
+    "stop_all",
+    "tail_file",
+    "terminate_all",
+    "unique_stem",
+]
 
 _REGISTRY: set[ManagedProcess] = set()
-_REGISTRY_LOCK = threading.Lock()
+# Re-entrant: a signal handler (main thread) may run while the main thread holds it.
+_REGISTRY_LOCK = threading.RLock()
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+SIGNAL_GRACE_S = 2.0  # how long a signal handler lets the processes exit after SIGTERM before SIGKILL
 
 
 class ProcessExitedError(WaitAborted, RuntimeError):
@@ -88,6 +111,9 @@ class ManagedProcess:
             cmd = shlex.join(self.argv).replace("\n", "\\n")
             log.write(f"==== {time.strftime('%H:%M:%S')} starting: {cmd}\n".encode())
             log.flush()
+            on_main_thread = threading.current_thread() is threading.main_thread()
+            if on_main_thread:
+                install_signal_handlers()
             self._popen = subprocess.Popen(
                 self.argv,
                 stdin=subprocess.DEVNULL,
@@ -97,6 +123,7 @@ class ManagedProcess:
                 cwd=self.cwd,
                 start_new_session=True,
                 close_fds=True,
+                preexec_fn=_die_with_parent(os.getpid()) if on_main_thread else None,
             )
         self._pid = self._popen.pid
         with _REGISTRY_LOCK:
@@ -223,4 +250,92 @@ def stop_all(timeout_s: float = 0.0) -> None:
                 proc.kill()
 
 
+def terminate_all(grace_s: float = SIGNAL_GRACE_S) -> None:
+    """SIGTERM every registered process group at once, SIGKILL them after `grace_s` (earlier once all leaders
+    exited). Safe in a signal handler: it never blocks on a lock the interrupted code may hold (`Popen.poll`
+    gives up instead of waiting for one, a blocking `Popen.wait` would not); the atexit hook reaps later."""
+    with _REGISTRY_LOCK:
+        procs = list(_REGISTRY)
+    for proc in procs:
+        proc._signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while any(p.alive for p in procs) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for proc in procs:
+        proc._signal_group(signal.SIGKILL)
+
+
+_SignalHandler = Callable[[int, FrameType | None], object] | int | signal.Handlers | None
+_previous_handlers: dict[int, _SignalHandler] = {}
+_handlers_installed = False
+_stopping = False
+
+
+def install_signal_handlers() -> bool:
+    """Install the SIGTERM / SIGHUP handlers described in the module docstring. Only on the main thread (Python
+    allows no other) and only once; returns whether they are installed."""
+    global _handlers_installed
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    with _REGISTRY_LOCK:
+        if not _handlers_installed:
+            for sig in STOP_SIGNALS:
+                previous = signal.getsignal(sig)
+                if previous != signal.SIG_IGN:
+                    _previous_handlers[sig] = previous
+                    signal.signal(sig, _on_stop_signal)
+            _handlers_installed = True
+    return True
+
+
+def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
+    global _stopping
+    if _stopping:  # a second signal while the first one is being handled: no more grace
+        with _REGISTRY_LOCK:
+            procs = list(_REGISTRY)
+        for proc in procs:
+            proc._signal_group(signal.SIGKILL)
+        return
+    _stopping = True
+    try:
+        terminate_all()
+    finally:
+        _stopping = False
+    previous = _previous_handlers.get(signum)
+    if callable(previous):
+        previous(signum, frame)
+        return
+    sys.exit(128 + signum)
+
+
+_PR_SET_PDEATHSIG = 1
+_prctl: Callable[..., int] | None = None
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
+    """A preexec_fn that makes the child get SIGKILL when its parent (thread) dies; None where unsupported.
+
+    Python warns that preexec_fn is unsafe when the parent has threads: the child may need a lock another thread
+    held at fork. This one imports nothing and takes no lock: a libc function resolved before the fork, getppid
+    and _exit."""
+    global _prctl
+    if not sys.platform.startswith("linux"):
+        return None
+    if _prctl is None:
+        try:
+            _prctl = ctypes.CDLL(None, use_errno=True).prctl
+        except (OSError, AttributeError):
+            return None
+    prctl = _prctl
+    kill = int(signal.SIGKILL)
+
+    def set_pdeathsig() -> None:
+        prctl(_PR_SET_PDEATHSIG, kill, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect: nobody would ever stop us
+            os._exit(1)
+
+    return set_pdeathsig
+
+
 atexit.register(stop_all)
+install_signal_handlers()

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import signal
 import sys
 from collections.abc import Sequence
@@ -40,6 +41,13 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m refserver",
@@ -59,6 +67,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="initial faults as JSON, e.g. '{\"error_rate\": 0.1}'",
     )
     parser.add_argument("--outcome-memory", type=int, default=100_000, help="responses remembered for late labels")
+    parser.add_argument(
+        "--memory-limit-mb",
+        type=_positive,
+        default=None,
+        help="die with exit code 137 (like an OOM kill) when resident memory would exceed this (RLIMIT_AS)",
+    )
     parser.add_argument("--access-log", action="store_true", help="log every request (costly under load)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
@@ -73,6 +87,7 @@ async def serve(args: argparse.Namespace) -> None:
         load_delay_s=args.load_delay_s,
         faults=args.faults,
         outcome_memory=args.outcome_memory,
+        memory_limit_mb=args.memory_limit_mb,
     )
     runner = web.AppRunner(create_app(config), access_log=log if args.access_log else None)
     await runner.setup()

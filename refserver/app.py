@@ -13,6 +13,9 @@ Endpoints (every response carries `x-model-version: <version>`):
   POST /v2/repository/models/{name}/unload   unload it
   GET|POST|DELETE /faults                    read, merge into, clear the active faults
   GET  /metrics                              Prometheus exposition (model_metrics contract + process)
+
+With a memory limit (--memory-limit-mb) the process dies with exit code 137 when an allocation fails, as an
+OOM-killed container does (refserver.memory).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from prometheus_client import (
 from model_metrics import ModelMetrics
 from refserver import dataset, outcomes, protocol
 from refserver.faults import FaultError, FaultInjector, Faults
+from refserver.memory import MemoryLeak, MemoryLimitError, apply_memory_limit, exit_out_of_memory
 from refserver.model import LinearModel, train
 
 log = logging.getLogger(__name__)
@@ -48,6 +52,7 @@ log = logging.getLogger(__name__)
 VERSION_HEADER: Final = "x-model-version"
 CRASH_EXIT_CODE: Final = 137
 POSITIVE_RATE_METRIC: Final = "positive_rate"
+LEAK_INTERVAL_S: Final = 0.1
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class ServerConfig:
     faults: Faults = field(default_factory=Faults)
     outcome_memory: int = 100_000  # predictions remembered for late labels
     business_window: int = 1000  # predictions behind the positive_rate business metric
+    memory_limit_mb: float | None = None  # applied once the start-up load is done (see refserver.memory)
 
 
 class ApiError(Exception):
@@ -114,6 +120,8 @@ class ModelServer:
         self._predictions = outcomes.PredictionLog(config.outcome_memory)
         self._positive = RollingRate(config.business_window)
         self._ids = itertools.count(1)
+        self._leak = MemoryLeak()
+        self._leaker: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -149,14 +157,42 @@ class ModelServer:
             log.info("model %s version %s unloaded", self.config.model_name, self.config.version)
 
     async def on_startup(self, _app: web.Application) -> None:
-        if not self.config.start_unloaded:
-            self._startup_load = asyncio.create_task(self._load_logged())
+        if not self.config.start_unloaded or self.config.memory_limit_mb is not None:
+            self._startup_load = asyncio.create_task(self._start_up())
+        self._leaker = asyncio.create_task(self._leak_loop())
 
     async def on_cleanup(self, _app: web.Application) -> None:
-        if self._startup_load is not None:
-            self._startup_load.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._startup_load
+        for task in (self._startup_load, self._leaker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _start_up(self) -> None:
+        if not self.config.start_unloaded:
+            await self._load_logged()
+        limit = self.config.memory_limit_mb
+        if limit is not None:
+            # In the executor's thread: it exists before the cap, so a later load does not need a new thread.
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, apply_memory_limit, limit)
+            except MemoryLimitError as exc:
+                log.error("cannot serve: %s", exc)
+                os._exit(2)
+
+    async def _leak_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        while True:
+            await asyncio.sleep(LEAK_INTERVAL_S)
+            now = loop.time()
+            rate = self.injector.faults.leak_mb_per_s
+            if rate:
+                try:
+                    self._leak.leak(rate * 1024 * 1024 * (now - last))
+                except MemoryError:
+                    exit_out_of_memory(f"leak fault, {self._leak.leaked_bytes / 2**20:.0f} MB leaked")
+            last = now
 
     async def _load_logged(self) -> None:
         try:
@@ -245,6 +281,8 @@ class ModelServer:
             response = web.json_response(self._predict(model, parsed))
             ok = True
             return response
+        except MemoryError:
+            raise
         except Exception:
             log.exception("inference failed")
             return _error(500, "internal error")
@@ -434,6 +472,9 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
     """Answer errors as OIP JSON `{"error": "..."}`, router errors (404, 405) included."""
     try:
         return await handler(request)
+    except MemoryError:
+        exit_out_of_memory(f"{request.method} {request.path}")
+        raise
     except ApiError as exc:
         return _error(exc.status, exc.message)
     except web.HTTPException as exc:

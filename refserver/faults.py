@@ -47,6 +47,8 @@ class Faults:
     accuracy_drop: float = field(default=0.0, metadata=_range(0.0, 1.0))
     # Readiness endpoints answer 503 (the server still serves inference).
     unready: bool = False
+    # Memory allocated and kept every second, in MB (a leak); with --memory-limit-mb the process dies at the limit.
+    leak_mb_per_s: float = field(default=0.0, metadata=_range(0.0, 10_000.0))
 
     def merged(self, patch: Mapping[str, Any]) -> Faults:
         """These faults with the fields in `patch` replaced; FaultError on unknown or invalid fields."""

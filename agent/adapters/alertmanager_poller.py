@@ -7,7 +7,10 @@ gives one resolved notification; a silenced or inhibited alert is still present,
 
 While no member answers, nothing acts: the pull is only reported, by `rollback_agent_alertmanager_up{url}`,
 `rollback_agent_alertmanager_poll_errors_total{url}` and one log line per state change (not per poll). A failing
-member is retried after poll_interval_s, doubling per consecutive error up to backoff_max_s.
+member is retried after poll_interval_s, doubling per consecutive error up to backoff_max_s. An answer that is not
+a JSON array of alerts (bad JSON, too deep, invalid text, larger than 32 MiB) is such a failure. One invalid alert
+in a valid array is skipped (logged once while it stays) and the others are taken; while any is skipped, no
+tracked alert counts as resolved, since the skipped one may be it.
 
 Also here: the bridge from a RoutedAlert to the engine's TriggerEvent (`decision_submitter`), shared with the
 webhook; agent.alerts stays below the engine and does not import it.
@@ -30,13 +33,15 @@ from agent.alerts.config import AlertmanagerSection, AlertsConfig
 from agent.alerts.dedupe import occurrence_key
 from agent.alerts.intake import AlertIntake, IntakeOutcome, IntakeResult, Submit, Submitted
 from agent.alerts.metrics import AlertSourceMetrics
-from agent.alerts.payload import ApiAlert, parse_api_alerts
+from agent.alerts.payload import ApiAlert, ApiAlerts, PayloadError, parse_api_alerts
 from agent.alerts.routing import RoutedAlert
 from agent.engine.decisions import Action, Cause, DecisionHandler, DecisionOutcome, TriggerEvent
 
 log = logging.getLogger(__name__)
 
 ALERTS_PATH = "/api/v2/alerts"
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+_CHUNK = 64 * 1024
 
 
 def alert_trigger_event(routed: RoutedAlert) -> TriggerEvent:
@@ -113,6 +118,7 @@ class AlertmanagerPoller:
         self._tracked: dict[str, Alert] = {}  # occurrence key -> alert routed while active (for its resolution)
         self._ignored: set[str] = set()  # occurrence keys present and ignored by the routing table
         self._failing: set[str] = set()  # event keys whose submission failed (logged once each)
+        self._refused: set[str] = set()  # errors of the invalid alerts skipped in the last answer
 
     @classmethod
     def from_config(
@@ -138,7 +144,13 @@ class AlertmanagerPoller:
         )
         try:
             while True:
-                delay = await self.poll_once()
+                try:
+                    delay = await self.poll_once()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a bug must not end the pull for the life of the process
+                    log.exception("alert pull round failed; retrying in %.3gs", self._section.poll_interval_s)
+                    delay = self._section.poll_interval_s
                 await asyncio.sleep(delay)
         finally:
             await self.close()
@@ -164,7 +176,8 @@ class AlertmanagerPoller:
                 self._member_failed(member, exc)
                 continue
             self._member_ok(member)
-            await self._reconcile(alerts)
+            self._report_refused(member, alerts.refused)
+            await self._reconcile(alerts.alerts, resolve=not alerts.refused)
             return interval
         if not self._all_down:
             self._all_down = True
@@ -181,16 +194,27 @@ class AlertmanagerPoller:
             self._owns_session = True
         return self._session
 
-    async def _fetch(self, member: _Member) -> list[ApiAlert]:
+    async def _fetch(self, member: _Member) -> ApiAlerts:
         timeout = aiohttp.ClientTimeout(total=self._section.timeout_s)
         try:
             async with self._http().get(member.url + ALERTS_PATH, params=self._params, timeout=timeout) as resp:
                 if resp.status != 200:
                     raise PollError(f"HTTP {resp.status} {resp.reason or ''}".strip())
-                raw = await resp.read()
+                raw = await _read_bounded(resp)
         except TimeoutError:
             raise PollError(f"no answer within {self._section.timeout_s:.3g}s") from None
-        return parse_api_alerts(raw)
+        try:
+            return parse_api_alerts(raw)
+        except PayloadError as exc:
+            raise PollError(f"invalid answer: {exc}") from None
+
+    def _report_refused(self, member: _Member, refused: list[str]) -> None:
+        current = set(refused)
+        for error in sorted(current - self._refused):
+            log.warning("Alertmanager %s: skipped an invalid alert: %s", member.label, error)
+        if self._refused and not current:
+            log.info("Alertmanager %s: no invalid alerts any more", member.label)
+        self._refused = current
 
     def _member_ok(self, member: _Member) -> None:
         if member.up is not True:
@@ -220,7 +244,7 @@ class AlertmanagerPoller:
             log.debug("Alertmanager %s still down (%d errors): %s", member.label, member.failures, reason)
         member.up = False
 
-    async def _reconcile(self, alerts: list[ApiAlert]) -> None:
+    async def _reconcile(self, alerts: list[ApiAlert], *, resolve: bool = True) -> None:
         present: dict[str, Alert] = {}
         new: list[tuple[str, Alert]] = []
         for api_alert in alerts:
@@ -231,7 +255,7 @@ class AlertmanagerPoller:
                 new.append((key, alert))
         self._ignored &= present.keys()
         # Resolutions first: an alert that resolved and fired again (new startsAt) must end up held, not released.
-        for key in [k for k in self._tracked if k not in present]:
+        for key in [k for k in self._tracked if resolve and k not in present]:
             if await self._take(self._tracked[key].resolved_at(self._wall())) is not None:
                 del self._tracked[key]
         for key, alert in new:
@@ -262,6 +286,19 @@ class AlertmanagerPoller:
         self._failing.discard(failure_key)
         self._metrics.pulled_alerts.labels(result.outcome.value).inc()
         return result
+
+
+async def _read_bounded(resp: aiohttp.ClientResponse) -> bytes:
+    if resp.content_length is not None and resp.content_length > MAX_RESPONSE_BYTES:
+        raise PollError(f"answer of {resp.content_length} bytes, more than {MAX_RESPONSE_BYTES}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(_CHUNK):
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            raise PollError(f"answer larger than {MAX_RESPONSE_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _escape(value: str) -> str:

@@ -1,8 +1,11 @@
 """Where every alert enters, from the webhook or the API pull: route, deduplicate, hand to the decision handler.
 
 One AlertIntake is shared by both sources, so an alert delivered by webhook and pulled from the API, retried, or
-re-notified acts once. `submit` hands a RoutedAlert to the engine (it turns it into a TriggerEvent for the
-DecisionHandler); when it raises, the alert is forgotten so the next delivery acts (Alertmanager retries on 5xx).
+re-notified acts once. In the agent the one dedupe memory is the decision engine's (agent.engine.admission, which
+persists it): the intake is built without its own and reports the engine's "duplicate" answer. Standalone (tests,
+tools) it can keep a memory of its own. `submit` hands a RoutedAlert to the engine (it turns it into a
+TriggerEvent for the DecisionHandler); when it raises, the alert is forgotten so the next delivery acts
+(Alertmanager retries on 5xx).
 """
 
 from __future__ import annotations
@@ -67,17 +70,19 @@ class IntakeResult:
 
 
 class AlertIntake:
-    def __init__(self, router: AlertRouter, dedupe: Dedupe, submit: Submit, *, retry_after_s: float = 30.0) -> None:
+    def __init__(
+        self, router: AlertRouter, dedupe: Dedupe | None, submit: Submit, *, retry_after_s: float = 30.0
+    ) -> None:
         self.router = router
         self.dedupe = dedupe
         self._submit = submit
         self._retry_after_s = retry_after_s
 
     @classmethod
-    def from_config(cls, config: AlertsConfig, model: str, submit: Submit) -> AlertIntake:
+    def from_config(cls, config: AlertsConfig, model: str, submit: Submit, *, own_dedupe: bool = True) -> AlertIntake:
         return cls(
             AlertRouter.from_config(config, model),
-            Dedupe(ttl_s=config.dedupe_ttl_s, max_entries=config.dedupe_max_entries),
+            Dedupe(ttl_s=config.dedupe_ttl_s, max_entries=config.dedupe_max_entries) if own_dedupe else None,
             submit,
             retry_after_s=config.escalation_retry_s,
         )
@@ -94,15 +99,19 @@ class AlertIntake:
                 received_via,
             )
             return self._result(alert, IntakeOutcome.IGNORED, detail="no route acts on this alert")
-        if not self.dedupe.claim(routed.dedupe_key):
+        dedupe = self.dedupe
+        if dedupe is not None and not dedupe.claim(routed.dedupe_key):
             return self._result(alert, IntakeOutcome.DUPLICATE, routed, detail=f"already handled ({routed.dedupe_key})")
         try:
             submitted = await self._submit(routed)
         except BaseException:
-            self.dedupe.release(routed.dedupe_key)
+            if dedupe is not None:
+                dedupe.release(routed.dedupe_key)
             raise
-        if submitted.retry:
-            self.dedupe.retry_after(routed.dedupe_key, self._retry_after_s)
+        if submitted.outcome == IntakeOutcome.DUPLICATE.value:
+            return self._result(alert, IntakeOutcome.DUPLICATE, routed, detail=submitted.detail)
+        if submitted.retry and dedupe is not None:
+            dedupe.retry_after(routed.dedupe_key, self._retry_after_s)
         log.info("alert via %s: %s -> %s: %s", received_via, routed.summary, submitted.outcome, submitted.detail)
         return self._result(alert, IntakeOutcome.ACCEPTED, routed, submitted.outcome, submitted.detail)
 

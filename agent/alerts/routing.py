@@ -11,7 +11,6 @@ the firing one started and never moves traffic by itself.
 
 from __future__ import annotations
 
-import enum
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from google.protobuf import timestamp_pb2
 from agent.alerts.alert import Alert
 from agent.alerts.config import AlertRoute, AlertsConfig, RegexMatch
 from agent.alerts.dedupe import event_key
+from agent.domain.actions import Action
 from agent.pb.rollback_agent.v1 import audit_pb2
 
 ReceivedVia = Literal["webhook", "api"]
@@ -29,20 +29,12 @@ ACTION_LABEL = "action"  # the alert label read by routes with `action: from_lab
 _SUMMARY_MAX = 300
 
 
-class AlertAction(enum.StrEnum):
-    """What an alert asks for; the same values as the engine's Action."""
-
-    ROLLBACK = "rollback"
-    HOLD = "hold"
-    ALERT = "alert"
-
-
 @dataclass(frozen=True, slots=True)
 class RoutedAlert:
     """An alert the routing table accepted: everything the engine needs for a TriggerEvent."""
 
     alert: Alert
-    action: AlertAction
+    action: Action
     version: str | None  # None: whichever non-stable version receives traffic
     route: str
     summary: str
@@ -118,7 +110,7 @@ class AlertRouter:
                 chosen = "alert"
         if chosen == "ignore":
             return None
-        action = AlertAction(chosen)
+        action = Action(chosen)
         version = labels.get(route.version_label) or None
         return RoutedAlert(
             alert=alert,
@@ -130,7 +122,7 @@ class AlertRouter:
             dedupe_key=event_key(alert),
         )
 
-    def _summary(self, alert: Alert, version: str | None, route: str, action: AlertAction) -> str:
+    def _summary(self, alert: Alert, version: str | None, route: str, action: Action) -> str:
         model = alert.labels.get(self.model_label) or "any model"
         target = f"{model} version {version}" if version else model
         detail = alert.annotations.get("summary") or alert.annotations.get("description") or ""

@@ -40,10 +40,13 @@ class ChainProblem:
         return f"record {self.seq}: {self.problem}"
 
 
-def verify_chain(records: Iterable[audit_pb2.AuditRecord]) -> list[ChainProblem]:
-    """Every way the chain is broken, in order; empty when it is intact."""
+def verify_chain(
+    records: Iterable[audit_pb2.AuditRecord], *, first_seq: int = 1, prev_hash: bytes = GENESIS_HASH
+) -> list[ChainProblem]:
+    """Every way the chain is broken, in order; empty when it is intact. `first_seq` and `prev_hash` verify a tail
+    of the chain that follows a known record."""
     problems: list[ChainProblem] = []
-    expected_seq, prev_hash = 1, GENESIS_HASH
+    expected_seq = first_seq
     for record in records:
         if record.seq != expected_seq:
             problems.append(ChainProblem(record.seq, f"out of sequence: expected record {expected_seq} here"))

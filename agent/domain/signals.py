@@ -50,6 +50,7 @@ class Signal:
     MODEL_OUTCOMES_CORRECT: Final = "model.outcomes_correct"
     MODEL_OUTCOMES_INCORRECT: Final = "model.outcomes_incorrect"
     MODEL_MEMORY_BYTES: Final = "model.memory_bytes"  # gauge
+    MODEL_MEMORY_RATIO: Final = "model.memory_ratio"  # gauge: resident memory / the version's memory limit
     FEATURE_PREFIX: Final = "model.feature."  # histogram per feature, bucket edges frozen from the reference
     FEATURE_SEEN_PREFIX: Final = "model.feature_seen."  # counter: rows inspected for the feature
     FEATURE_MISSING_PREFIX: Final = "model.feature_missing."  # counter: of those, rows where it was missing
@@ -60,7 +61,7 @@ class Signal:
     HEALTH_GOLDEN_OK: Final = "health.golden_ok"  # gauge 1/0: golden-set predictions still match
     HEALTH_PIPELINE_OK: Final = "health.pipeline_ok"  # gauge 1/0
     HEALTH_CRASHES: Final = "health.crashes"
-    HEALTH_OOM: Final = "health.oom"
+    HEALTH_OOM: Final = "health.oom"  # counter: exits (stopped answering or restarted) near the memory limit
     HEALTH_RESTARTS: Final = "health.restarts"
 
     # Derived by SignalHistory: counters of 1 -> 0 transitions of the boolean health gauges.

@@ -57,3 +57,14 @@ def normalize_weights(requested: Mapping[str, int], versions: Iterable[str]) -> 
     if sum(w for _, w in result) <= 0:
         raise PolicyError("the weights must sum to more than 0: at least one version must receive traffic")
     return result
+
+
+def refuse_unsafe_start(policy: TrafficPolicy, statuses: Mapping[str, str], source: str) -> None:
+    """A new state store never starts by routing to a version the registry says was rolled back or is quarantined.
+    Raises PolicyError naming them."""
+    bad = [f"{v} ({statuses[v]})" for v in policy.serving() if statuses.get(v) in ("failed", "quarantined")]
+    if bad:
+        raise PolicyError(
+            f"{source} route traffic to {', '.join(bad)}: the registry marks it rolled back or under investigation; "
+            f"change the starting weights"
+        )

@@ -10,13 +10,8 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
+from agent.domain.actions import Action
 from agent.pb.rollback_agent.v1 import audit_pb2
-
-
-class Action(enum.StrEnum):
-    ROLLBACK = "rollback"  # move all traffic off the failing version
-    HOLD = "hold"  # hold promotion: no traffic increase for the failing version until the hold ends
-    ALERT = "alert"  # record and report only
 
 
 class Cause(enum.StrEnum):
@@ -46,7 +41,8 @@ class DecisionOutcome(enum.StrEnum):
     HELD = "held"
     HOLD_RELEASED = "hold_released"
     RECORDED = "recorded"  # alert-only, or nothing to do (already on stable)
-    SUPPRESSED = "suppressed"  # paused, cooldown, rate cap, duplicate
+    SUPPRESSED = "suppressed"  # paused, cooldown, rate cap
+    DUPLICATE = "duplicate"  # this occurrence was already handled
     FAILED = "failed"  # no eligible target, switch failed: escalated
 
 
@@ -55,7 +51,23 @@ class Decision:
     outcome: DecisionOutcome
     detail: str
     rollback_id: str = ""
+    target: str = ""  # where a rollback moved the traffic
+
+
+__all__ = ["Action", "Cause", "Decision", "DecisionHandler", "DecisionOutcome", "TriggerEvent", "actor_of"]
 
 
 class DecisionHandler(Protocol):
     async def handle(self, event: TriggerEvent) -> Decision: ...
+
+
+def actor_of(event: TriggerEvent) -> str:
+    """Who a trigger acts as in the audit trail: the rule, the alert, or the authenticated operator."""
+    which = event.record.WhichOneof("source")
+    if which == "rule":
+        return f"rule:{event.record.rule.rule}"
+    if which == "alert":
+        return f"alert:{event.record.alert.alertname}"
+    if which == "operator":
+        return f"operator:{event.record.operator.identity}"
+    return event.cause.value

@@ -13,23 +13,21 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from agent.domain.signals import Baseline, HistoryLimits, Sample, SignalHistory
-from agent.engine.decisions import Action, Cause, DecisionHandler, TriggerEvent
+from agent.engine.decisions import Cause, DecisionHandler, TriggerEvent
 from agent.engine.traffic import TrafficController
 from agent.pb.rollback_agent.v1 import audit_pb2
 from agent.ports.signals import SignalSource
-from agent.ports.store import StateStore
+from agent.ports.store import AuditLog
 from agent.telemetry import AgentMetrics
 from agent.triggers.engine import Decision as RuleDecision
 from agent.triggers.engine import EngineInput, RuleEngine, RuleState, TickResult, Transition
-from agent.triggers.rule import Action as RuleAction
 from agent.triggers.verdict import Verdict
 
 log = logging.getLogger(__name__)
-
-_ACTIONS = {RuleAction.ROLLBACK: Action.ROLLBACK, RuleAction.ALERT: Action.ALERT, RuleAction.HOLD: Action.HOLD}
 
 
 def verdict_record(verdict: Verdict, source_file: str = "") -> audit_pb2.RuleVerdict:
@@ -70,7 +68,7 @@ class Monitor:
         rules: RuleEngine,
         traffic: TrafficController,
         decisions: DecisionHandler,
-        store: StateStore,
+        store: AuditLog,
         metrics: AgentMetrics,
         baselines: Callable[[], Mapping[str, Baseline]] = dict,
         interval_s: float = 1.0,
@@ -89,7 +87,9 @@ class Monitor:
         self._source_timeout_s = source_timeout_s
         self._limits = limits or HistoryLimits()
         self._clock = clock
-        self.histories: dict[str, SignalHistory] = {}
+        self._histories: dict[str, SignalHistory] = {}
+        # Read-only for everyone else (verification, forensic bundles): the monitor is the only writer.
+        self.histories: Mapping[str, SignalHistory] = MappingProxyType(self._histories)
         self.last_tick: TickResult | None = None
         self._source_ok: dict[str, bool] = {}
         self._handling: set[asyncio.Task[None]] = set()
@@ -101,6 +101,7 @@ class Monitor:
             try:
                 await self.tick()
             except Exception:
+                self._metrics.background_failures.labels("monitor-tick").inc()
                 log.exception("monitor tick failed; the next tick goes on")
             next_at += self.interval_s
             delay = next_at - self._clock()
@@ -127,9 +128,9 @@ class Monitor:
             if not isinstance(outcome, BaseException):
                 parts.append(outcome)
         for version, sample in merge_samples(parts, now).items():
-            history = self.histories.get(version)
+            history = self._histories.get(version)
             if history is None:
-                history = self.histories[version] = SignalHistory(self._limits)
+                history = self._histories[version] = SignalHistory(self._limits)
             history.append(sample)
         served = self._traffic.served() or self._traffic.desired.weights
         result = self.rules.evaluate(
@@ -184,22 +185,17 @@ class Monitor:
         if not notable:
             return
         rule = self.rules.rule_set.rule(transition.rule)
-        record = audit_pb2.AuditRecord(
-            verdict_changed=audit_pb2.VerdictChanged(
-                verdict=verdict_record(transition.verdict, self.rules_source),
-                state=transition.after.value,
-                action=rule.action.value if rule is not None else "",
-            )
+        event = audit_pb2.VerdictChanged(
+            verdict=verdict_record(transition.verdict, self.rules_source),
+            state=transition.after.value,
+            action=rule.action.value if rule is not None else "",
         )
-        record.model = self._traffic.model
-        record.actor = f"rule:{transition.rule}"
-        record.at.FromNanoseconds(int(time.time() * 1e9))
-        await self._store.append_audit(record)
+        await self._store.append(event, f"rule:{transition.rule}")
 
     async def _handle(self, decision: RuleDecision) -> None:
         event = TriggerEvent(
             cause=Cause.RULE,
-            action=_ACTIONS[decision.action],
+            action=decision.action,  # one Action vocabulary (agent.domain.actions) from rule to engine
             version=decision.version,
             summary=decision.reason,
             record=audit_pb2.Trigger(rule=verdict_record(decision.verdict, self.rules_source)),
@@ -207,6 +203,8 @@ class Monitor:
         try:
             outcome = await self._decisions.handle(event)
         except Exception:
+            # The dedupe memory forgets a decision that raised, so the rule's next tick acts again.
+            self._metrics.background_failures.labels("rule-decision").inc()
             log.exception("handling the decision of rule %s for %s failed", decision.rule, decision.version)
             return
         log.warning("decision on %s: %s (%s)", decision.version, outcome.outcome.value, outcome.detail)
@@ -215,3 +213,10 @@ class Monitor:
         task = asyncio.create_task(coro, name="rule-decision")
         self._handling.add(task)
         task.add_done_callback(self._handling.discard)
+        task.add_done_callback(self._report_failure)
+
+    def _report_failure(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        self._metrics.background_failures.labels("rule-decision").inc()
+        log.error("rule decision task failed", exc_info=task.exception())

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from google.protobuf import json_format
 
 from agent.domain.records import policy_to_pb, timestamp
-from agent.engine.decisions import Action, Cause, Decision, DecisionOutcome, TriggerEvent
+from agent.engine.decisions import Action, Cause, Decision, DecisionOutcome, TriggerEvent, actor_of
 from agent.engine.traffic import ChangeResult, TrafficChangeError, TrafficController
 from agent.pb.rollback_agent.v1 import audit_pb2
 from agent.ports.rollback import (
@@ -139,55 +139,16 @@ class RollbackOrchestrator:
         self._wall = wall_clock
         self._perf = perf_clock
         self._lock = asyncio.Lock()
-        self._recent: deque[float] = deque()  # wall times of automatic rollbacks, for the hourly cap
-        self._last_rollback_at: float | None = None
-        self._last_rollback_target: str | None = None
-        self._seen: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._archive_gates: dict[str, asyncio.Event] = {}  # rollback id -> set once the switch is over
-        self.holds: dict[str, str] = {}  # version -> why promotion is held
         self.escalations: deque[str] = deque(maxlen=20)
+        # Called when a follow-up of the same incident starts (verification failed: next target).
+        self.on_follow_up: Callable[[], None] = lambda: None
 
-    async def handle(self, event: TriggerEvent) -> Decision:
-        entered = self._perf()
-        if event.dedupe_key:
-            if event.dedupe_key in self._seen:
-                return Decision(
-                    DecisionOutcome.SUPPRESSED, f"duplicate of an event already handled ({event.dedupe_key})"
-                )
-            self._seen[event.dedupe_key] = self._wall()
-            if len(self._seen) > 10_000:
-                for key in list(self._seen)[:5_000]:
-                    del self._seen[key]
-        if event.resolved:
-            return self._release_hold(event)
-        failing = self._failing_version(event)
-        if failing is None:
-            return Decision(DecisionOutcome.RECORDED, self._nothing_to_do(event))
-        if event.action is Action.ALERT:
-            log.warning("alert-only trigger for %s: %s", failing, event.summary)
-            return Decision(DecisionOutcome.RECORDED, f"alert only: {event.summary}")
-        if event.action is Action.HOLD:
-            self.holds[failing] = event.summary
-            log.warning("promotion of %s held: %s", failing, event.summary)
-            return Decision(DecisionOutcome.HELD, f"promotion of {failing} held: {event.summary}")
+    async def run(self, event: TriggerEvent, failing: str, entered: float) -> Decision:
+        """Roll `failing` back (admitted by agent.engine.admission, which owns every reason not to act)."""
         async with self._lock:
-            # The world may have changed while we waited for the lock (another rollback finished).
-            failing = self._failing_version(event)
-            if failing is None:
-                return Decision(DecisionOutcome.RECORDED, self._nothing_to_do(event))
-            suppressed = self._suppression(event, failing)
-            if suppressed:
-                self._metrics.rollbacks.labels(self._traffic.model, event.cause.value, "suppressed").inc()
-                await self._record_suppressed(event, failing, suppressed)
-                log.warning("rollback of %s suppressed: %s (%s)", failing, suppressed, event.summary)
-                return Decision(DecisionOutcome.SUPPRESSED, suppressed)
-            decision = await self._rollback(event, failing, entered)
-            if decision.outcome is DecisionOutcome.FAILED and event.dedupe_key:
-                # Escalated: nothing moved. A later delivery of the same trigger may try again (its source
-                # decides when: the alert intake waits out a hold-off).
-                self._seen.pop(event.dedupe_key, None)
-            return decision
+            return await self._rollback(event, failing, entered)
 
     async def close(self) -> None:
         for task in list(self._background):
@@ -195,47 +156,6 @@ class RollbackOrchestrator:
         for task in list(self._background):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-
-    def _failing_version(self, event: TriggerEvent) -> str | None:
-        policy = self._traffic.desired
-        if event.version is not None:
-            return event.version if policy.weight(event.version) > 0 else None
-        serving = [v for v in policy.serving() if v != self._traffic.stable]
-        if event.cause is Cause.OPERATOR and event.target is not None:
-            # An operator naming the target rolls back from whatever else serves, the stable version included.
-            serving = [v for v in [*serving, *policy.serving()] if v != event.target]
-        return serving[0] if serving else None
-
-    def _nothing_to_do(self, event: TriggerEvent) -> str:
-        policy = self._traffic.desired
-        who = event.version or "a non-stable version"
-        return f"{who} receives no traffic (serving {dict(policy.weights)}); nothing to roll back: {event.summary}"
-
-    def _suppression(self, event: TriggerEvent, failing: str) -> str:
-        if event.cause is Cause.OPERATOR:
-            return ""
-        if self._traffic.automation.paused:
-            return f"automation paused by an operator ({self._traffic.automation.reason})"
-        now = self._wall()
-        # The cooldown stops ping-pong: right after a rollback moved traffic to a version, accusing that version
-        # waits. A version that someone routed traffic to since (a new canary) is rolled back at once.
-        if (
-            self._last_rollback_at is not None
-            and failing == self._last_rollback_target
-            and now - self._last_rollback_at < self.settings.cooldown_s
-        ):
-            left = self.settings.cooldown_s - (now - self._last_rollback_at)
-            return (
-                f"cooldown: the last rollback moved traffic to {failing} {now - self._last_rollback_at:.0f}s ago "
-                f"({left:.0f}s left)"
-            )
-        while self._recent and now - self._recent[0] > 3600:
-            self._recent.popleft()
-        if len(self._recent) >= self.settings.max_per_hour:
-            return (
-                f"rate cap: {len(self._recent)} automatic rollbacks in the last hour (max {self.settings.max_per_hour})"
-            )
-        return ""
 
     async def _rollback(self, event: TriggerEvent, failing: str, entered: float) -> Decision:
         rollback_id = uuid.uuid4().hex[:12]
@@ -273,8 +193,10 @@ class RollbackOrchestrator:
                 change = await self._traffic.set_weights(
                     {target: 100},
                     reason=f"rollback {rollback_id}: {event.summary}",
-                    actor=self._actor(event),
+                    actor=actor_of(event),
                     entered_at=entered,
+                    trigger=event.record,
+                    rollback_id=rollback_id,
                 )
                 nodes = ", ".join(c.node for c in change.confirmations)
                 phase.detail = f"route {change.route_version} ACKed by {nodes}"
@@ -285,24 +207,17 @@ class RollbackOrchestrator:
             return await self._escalate(record, clock, event, "switch_failed", clock.phases[-1].detail, archive_task)
         record.to_policy.CopyFrom(policy_to_pb(change.policy))
         clock.add("ack", change.decision_to_ack_ms, "ok", f"decision to ACK {change.decision_to_ack_ms:.1f} ms")
-        self._last_rollback_at = self._wall()
-        self._last_rollback_target = target
-        if event.cause is not Cause.OPERATOR:
-            self._recent.append(self._last_rollback_at)
         with clock.phase("mark") as phase:
             why = f"rollback {rollback_id}: {event.summary}"
-            previous_status = await self._planner.mark_failed(failing, why, self._actor(event))
+            previous_status = await self._planner.mark_failed(failing, why, actor_of(event))
             phase.detail = f"{failing}: {previous_status} -> failed"
             if previous_status not in ("unknown", "failed"):  # the status change goes into the audit chain too
-                status_record = audit_pb2.AuditRecord(
-                    model=self._traffic.model,
-                    actor=self._actor(event),
-                    version_status_changed=audit_pb2.VersionStatusChanged(
+                await self._store.append(
+                    audit_pb2.VersionStatusChanged(
                         version=failing, from_status=previous_status, to_status="failed", reason=why
                     ),
+                    actor_of(event),
                 )
-                status_record.at.CopyFrom(timestamp(self._wall()))
-                await self._store.append_audit(status_record)
         log.warning(
             "rollback %s: %s -> %s in %.1f ms (%s)",
             rollback_id,
@@ -311,8 +226,16 @@ class RollbackOrchestrator:
             (self._perf() - entered) * 1000.0,
             event.summary,
         )
+        # The switch is on record before the caller hears "rolled_back": a stop during the verification window
+        # leaves this record (and the next start records the interruption), never nothing.
+        switched = audit_pb2.Rollback()
+        switched.CopyFrom(record)
+        switched.outcome = "switched"
+        switched.detail = f"traffic moved {failing} -> {target}; verification of {target} pending"
+        switched.phases.extend(clock.phases)
+        await self._store.append(switched, actor_of(event))
         self._spawn(self._after_switch(record, clock, event, target, archive_task), f"verify-{rollback_id}")
-        return Decision(DecisionOutcome.ROLLED_BACK, f"rolled back {failing} -> {target}", rollback_id)
+        return Decision(DecisionOutcome.ROLLED_BACK, f"rolled back {failing} -> {target}", rollback_id, target)
 
     async def _choose_target(
         self,
@@ -371,6 +294,9 @@ class RollbackOrchestrator:
     async def _validate(self, candidate: TargetCandidate, max_age_s: float | None = None) -> str:
         if candidate.incompatibilities:
             return "incompatible: " + "; ".join(candidate.incompatibilities)
+        blockers = self._traffic.guards(candidate.version)
+        if blockers:
+            return "; ".join(blockers)
         age = self.settings.health_max_age_s if max_age_s is None else max_age_s
         checks = await self._health.live_checks(candidate.version, max_age_s=age)
         failed = [c for c in checks if not c.passed and c.name != "model_loaded"]
@@ -402,7 +328,7 @@ class RollbackOrchestrator:
             self._escalation(model, "verification_failed", record.detail)
         else:
             self._metrics.verifications.labels(model, "passed" if result.passed else "inconclusive").inc()
-            record.outcome = "recovered"
+            record.outcome = "recovered" if result.passed else "inconclusive"
             record.detail = result.detail
             if result.passed:
                 await self._planner.mark_verified(
@@ -418,10 +344,9 @@ class RollbackOrchestrator:
                 record=event.record,
             )
             async with self._lock:
-                self._last_rollback_at = None  # the follow-up is part of the same incident
-                failing = self._failing_version(follow_up)
-                if failing is not None:
-                    await self._rollback(follow_up, failing, self._perf())
+                self.on_follow_up()  # the follow-up is part of the same incident: no cooldown
+                if self._traffic.desired.weight(target) > 0:
+                    await self._rollback(follow_up, target, self._perf())
 
     async def _escalate(
         self,
@@ -486,11 +411,9 @@ class RollbackOrchestrator:
         for phase in clock.phases:
             self._metrics.rollback_phase.labels(self._traffic.model, phase.name).observe(phase.duration_ms / 1000.0)
         self._metrics.rollbacks.labels(self._traffic.model, event.cause.value, record.outcome).inc()
-        audit = audit_pb2.AuditRecord(rollback=record, model=self._traffic.model, actor=self._actor(event))
-        audit.at.CopyFrom(timestamp(self._wall()))
-        await self._store.append_audit(audit)
+        await self._store.append(record, actor_of(event))
 
-    async def _record_suppressed(self, event: TriggerEvent, failing: str, why: str) -> None:
+    async def record_suppressed(self, event: TriggerEvent, failing: str, why: str) -> None:
         record = audit_pb2.Rollback(
             rollback_id=uuid.uuid4().hex[:12],
             from_version=failing,
@@ -499,31 +422,21 @@ class RollbackOrchestrator:
             detail=why,
             from_policy=policy_to_pb(self._traffic.desired),
         )
-        audit = audit_pb2.AuditRecord(rollback=record, model=self._traffic.model, actor=self._actor(event))
-        audit.at.CopyFrom(timestamp(self._wall()))
-        await self._store.append_audit(audit)
-
-    def _release_hold(self, event: TriggerEvent) -> Decision:
-        version = event.version
-        released = [v for v in self.holds if version is None or v == version]
-        for v in released:
-            del self.holds[v]
-        if released:
-            return Decision(DecisionOutcome.HOLD_RELEASED, f"hold on {', '.join(released)} released: {event.summary}")
-        return Decision(DecisionOutcome.RECORDED, f"resolved: {event.summary}; no traffic moves on a resolved alert")
-
-    @staticmethod
-    def _actor(event: TriggerEvent) -> str:
-        which = event.record.WhichOneof("source")
-        if which == "rule":
-            return f"rule:{event.record.rule.rule}"
-        if which == "alert":
-            return f"alert:{event.record.alert.alertname}"
-        if which == "operator":
-            return f"operator:{event.record.operator.identity}"
-        return event.cause.value
+        self._metrics.rollbacks.labels(self._traffic.model, event.cause.value, "suppressed").inc()
+        await self._store.append(record, actor_of(event))
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._report_failure)
+
+    def _report_failure(self, task: asyncio.Task[None]) -> None:
+        # Never silent: a background step that raised is logged, counted, and shown as an escalation.
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        kind = task.get_name().split("-", 1)[0]
+        self._metrics.background_failures.labels(kind).inc()
+        self._escalation(self._traffic.model, "internal_error", f"{task.get_name()} failed: {exc!r}")
+        log.error("background task %s failed", task.get_name(), exc_info=exc)

@@ -1,5 +1,6 @@
 """Hot reload of the rule file: a changed file (a ConfigMap updated by git-ops) is loaded and swapped in whole;
-a broken one is refused with a clear log line, a metric and an audit record, and the last good rule set stays."""
+a broken, missing or unreadable one is refused with a clear log line, a metric and an audit record, and the last
+good rule set stays. Nothing a file contains stops the watcher."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from agent.pb.rollback_agent.v1 import audit_pb2
 from agent.ports.store import StateStore
 from agent.telemetry import AgentMetrics
 from agent.triggers.engine import RuleEngine
+from agent.triggers.errors import RuleError
 from agent.triggers.ruleset import reload_rule_set
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,8 @@ class RulesWatcher:
         self.interval_s = interval_s
         self._seen = self._stamp()
         self.last_error = ""
+        # A copy of the last accepted rule file: a start with a broken file runs on it instead of crash-looping.
+        self.last_good: Path | None = None
 
     def _stamp(self) -> tuple[int, int, int] | None:
         try:
@@ -55,11 +59,18 @@ class RulesWatcher:
             stamp = self._stamp()
             if stamp != self._seen:
                 self._seen = stamp
-                await self.reload()
+                try:
+                    await self.reload()
+                except Exception:  # e.g. the audit store failing: the next change is still watched for
+                    log.exception("rule file %s: reload failed; the rules in force stay", self.path)
 
     async def reload(self) -> bool:
         current = self._engine.rule_set
-        rule_set, errors = await asyncio.to_thread(reload_rule_set, self.path, current, self._tier, self._tiers_dir)
+        try:
+            rule_set, errors = await asyncio.to_thread(reload_rule_set, self.path, current, self._tier, self._tiers_dir)
+        except Exception as exc:  # whatever the file holds: a refused reload, never a dead agent
+            log.exception("rule file %s: unexpected error while loading it", self.path)
+            rule_set, errors = current, [RuleError(str(self.path), 0, f"cannot load the rule file: {exc!r}")]
         record = audit_pb2.AuditRecord(rules_reloaded=audit_pb2.RulesReloaded(files=[str(self.path)]))
         if errors:
             self.last_error = "; ".join(str(e) for e in errors)
@@ -81,8 +92,18 @@ class RulesWatcher:
             self._metrics.rules_loaded.labels(self._model).set(len(rule_set.rules))
             log.info("rule file %s reloaded: %d rules (tier %s)", self.path, len(rule_set.rules), rule_set.tier)
             record.rules_reloaded.rules = len(rule_set.rules)
-        record.model = self._model
-        record.actor = "rules-watcher"
-        record.at.GetCurrentTime()
-        await self._store.append_audit(record)
+            if self.last_good is not None:
+                await asyncio.to_thread(keep_last_good, self.path, self.last_good)
+        await self._store.append(record, "rules-watcher")
         return not errors
+
+
+def keep_last_good(source: Path, copy: Path) -> None:
+    """Atomically copy an accepted rule file to `copy` (best effort: a failure is logged, never raised)."""
+    try:
+        data = source.read_bytes()
+        partial = copy.with_name(copy.name + ".partial")
+        partial.write_bytes(data)
+        partial.replace(copy)
+    except OSError as exc:
+        log.warning("could not keep a copy of the accepted rule file %s at %s: %s", source, copy, exc)

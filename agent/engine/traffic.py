@@ -1,7 +1,10 @@
 """Traffic control: every change of the model's split goes through here, one at a time.
 
-validate -> persist (before the push, so a crash mid-push restarts on the intended policy) -> route sink (returns
-once every connected Envoy ACKed) -> audit. A rejected split restores the previous policy: nothing changes.
+validate -> guards (no weight increase for a failed, quarantined or held version unless an operator forces it)
+-> write-ahead (the intent record and the new policy row in one transaction) -> route sink (returns once every
+connected Envoy ACKed) -> outcome record naming the intent. A rejected split restores the previous policy (in
+the transaction of its outcome record): nothing changes. A kill between intent and outcome leaves an intent without
+outcome, which the next start reconciles (agent.engine.reconcile).
 """
 
 from __future__ import annotations
@@ -9,14 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from agent.domain.records import policy_to_pb, timestamp
+from agent.domain.records import policy_to_pb
 from agent.domain.traffic import PolicyError, TrafficPolicy, normalize_weights
 from agent.pb.rollback_agent.v1 import audit_pb2
 from agent.ports.route_sink import Confirmation, RouteRejectedError, RouteSink, RouteTimeoutError
-from agent.ports.store import StateStore
+from agent.ports.store import StateStore, StoreUnavailableError
 from agent.telemetry import AgentMetrics
 
 log = logging.getLogger(__name__)
@@ -25,7 +29,10 @@ PAUSED_KEY = "automation_paused"
 
 
 class TrafficChangeError(Exception):
-    """A traffic change did not take effect as asked; the message says why and what is served now."""
+    """A traffic change did not take effect as asked; the message says why and what is served now.
+
+    Codes: invalid_argument (400), refused (409: a guard), rejected (409: Envoy NACKed), ack_timeout (504),
+    unavailable (503: the state store cannot record it; nothing moved unless the message says so)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -47,6 +54,14 @@ class Automation:
     reason: str = ""
 
 
+# version -> why it must not receive more traffic ("failed", "quarantined", "held: ..."), or an empty list.
+Guards = Callable[[str], Sequence[str]]
+
+
+def _no_guards(_version: str) -> Sequence[str]:
+    return ()
+
+
 class TrafficController:
     def __init__(
         self,
@@ -58,6 +73,7 @@ class TrafficController:
         sink: RouteSink,
         metrics: AgentMetrics,
         ack_timeout_s: float,
+        guards: Guards = _no_guards,
         wall_clock: Callable[[], float] = time.time,
         perf_clock: Callable[[], float] = time.perf_counter,
     ) -> None:
@@ -68,6 +84,7 @@ class TrafficController:
         self._sink = sink
         self._metrics = metrics
         self._ack_timeout_s = ack_timeout_s
+        self.guards = guards
         self._wall = wall_clock
         self._perf = perf_clock
         self._lock = asyncio.Lock()
@@ -86,34 +103,27 @@ class TrafficController:
     def ready(self) -> bool:
         return self._sink.ready()
 
-    async def start(self, starting_weights: Mapping[str, int]) -> TrafficPolicy:
-        """Load the persisted policy (it wins over the config file once one was set); else persist the starting one."""
+    async def start(self) -> TrafficPolicy:
+        """Load the persisted policy (the state store was checked and, on a first start, created with its starting
+        policy before this)."""
         stored = await self._store.load_policy()
-        if stored is not None:
-            unknown = sorted({v for v, _ in stored.weights} - set(self.versions))
-            if unknown:
-                raise PolicyError(
-                    f"the persisted traffic policy (revision {stored.revision}) routes to version(s) {unknown} that "
-                    f"the config no longer has; restore them in the config, or remove the state dir to start over"
-                )
-            # Versions added to the config since get weight 0 until someone routes to them.
-            self._desired = TrafficPolicy(
-                weights=normalize_weights(dict(stored.weights), self.versions),
-                revision=stored.revision,
-                reason=stored.reason,
-                actor=stored.actor,
-                changed_at=stored.changed_at,
+        if stored is None:
+            raise PolicyError("the state store holds no traffic policy")
+        unknown = sorted({v for v, _ in stored.weights} - set(self.versions))
+        if unknown:
+            raise PolicyError(
+                f"the persisted traffic policy (revision {stored.revision}) routes to version(s) {unknown} that "
+                f"the config no longer has; restore them in the config (a version that served must stay declared)"
             )
-            log.info("serving the persisted policy revision %d: %s", stored.revision, dict(stored.weights))
-        else:
-            self._desired = TrafficPolicy(
-                weights=normalize_weights(starting_weights, self.versions),
-                revision=1,
-                reason="initial weights from the config file",
-                actor="config",
-                changed_at=self._wall(),
-            )
-            await self._store.save_policy(self._desired)
+        # Versions added to the config since get weight 0 until someone routes to them.
+        self._desired = TrafficPolicy(
+            weights=normalize_weights(dict(stored.weights), self.versions),
+            revision=stored.revision,
+            reason=stored.reason,
+            actor=stored.actor,
+            changed_at=stored.changed_at,
+        )
+        log.info("serving the persisted policy revision %d: %s", stored.revision, dict(stored.weights))
         paused = await self._store.get_setting(PAUSED_KEY)
         if paused:
             self.automation = Automation(paused=True, reason=paused)
@@ -122,7 +132,15 @@ class TrafficController:
         return self._desired
 
     async def set_weights(
-        self, requested: Mapping[str, int], *, reason: str, actor: str, entered_at: float | None = None
+        self,
+        requested: Mapping[str, int],
+        *,
+        reason: str,
+        actor: str,
+        entered_at: float | None = None,
+        force: bool = False,
+        trigger: audit_pb2.Trigger | None = None,
+        rollback_id: str = "",
     ) -> ChangeResult:
         """Move traffic; returns once every connected Envoy ACKed the split. `entered_at` is a perf_counter()."""
         started = self._perf() if entered_at is None else entered_at
@@ -132,7 +150,16 @@ class TrafficController:
             self._metrics.traffic_changes.labels(self.model, "invalid").inc()
             raise TrafficChangeError("invalid_argument", str(exc)) from None
         async with self._lock:
-            return await self._change(weights, reason=reason, actor=actor, started=started)
+            overridden = self._guarded(weights, force)
+            return await self._change(
+                weights,
+                reason=reason,
+                actor=actor,
+                started=started,
+                trigger=trigger,
+                rollback_id=rollback_id,
+                overridden=overridden,
+            )
 
     async def rollback(
         self, *, to: str | None = None, reason: str, actor: str, entered_at: float | None = None
@@ -148,48 +175,98 @@ class TrafficController:
 
     async def set_paused(self, paused: bool, *, reason: str, actor: str) -> Automation:
         async with self._lock:
-            await self._store.set_setting(PAUSED_KEY, (reason or "paused by operator") if paused else "")
-            self.automation = Automation(paused=paused, reason=reason if paused else "")
+            event = audit_pb2.AutomationToggled(paused=paused, reason=reason)
+            try:
+                await self._store.record_setting(
+                    PAUSED_KEY, (reason or "paused by operator") if paused else "", event, actor
+                )
+            except StoreUnavailableError as exc:
+                raise TrafficChangeError("unavailable", f"{exc}; automation unchanged") from None
+            self.automation = Automation(paused=paused, reason=(reason or "paused by operator") if paused else "")
             self._metrics.automation_paused.labels(self.model).set(1 if paused else 0)
-            await self._audit(
-                actor,
-                audit_pb2.AuditRecord(automation_toggled=audit_pb2.AutomationToggled(paused=paused, reason=reason)),
-            )
             log.warning("automation %s by %s: %s", "paused" if paused else "resumed", actor, reason)
             return self.automation
 
+    def _guarded(self, weights: tuple[tuple[str, int], ...], force: bool) -> list[str]:
+        """Guards a change would cross: raises TrafficChangeError("refused") unless forced; returns the overridden."""
+        previous = self.desired
+        crossed = [
+            f"{version}: {why}"
+            for version, weight in weights
+            if weight > previous.weight(version)
+            for why in self.guards(version)
+        ]
+        if crossed and not force:
+            self._metrics.traffic_changes.labels(self.model, "refused").inc()
+            raise TrafficChangeError(
+                "refused",
+                "refused: no weight increase for " + "; ".join(crossed) + " (an operator can override with force, "
+                "which is recorded)",
+            )
+        return crossed
+
     async def _change(
-        self, weights: tuple[tuple[str, int], ...], *, reason: str, actor: str, started: float
+        self,
+        weights: tuple[tuple[str, int], ...],
+        *,
+        reason: str,
+        actor: str,
+        started: float,
+        trigger: audit_pb2.Trigger | None,
+        rollback_id: str,
+        overridden: list[str],
     ) -> ChangeResult:
         previous = self.desired
         unchanged = weights == previous.weights
         policy = previous if unchanged else TrafficPolicy(weights, previous.revision + 1, reason, actor, self._wall())
+        intent: audit_pb2.AuditRecord | None = None
+        intent_id = uuid.uuid4().hex[:12]
         if not unchanged:
-            await self._store.save_policy(policy)
+            event = audit_pb2.TrafficIntent(
+                intent_id=intent_id,
+                from_policy=policy_to_pb(previous),
+                to_policy=policy_to_pb(policy),
+                reason=reason,
+                rollback_id=rollback_id,
+                forced=bool(overridden),
+                overridden=overridden,
+            )
+            if trigger is not None:
+                event.trigger.CopyFrom(trigger)
+            try:
+                intent = await self._store.change_policy(policy, event, actor)
+            except StoreUnavailableError as exc:
+                self._metrics.traffic_changes.labels(self.model, "unavailable").inc()
+                raise TrafficChangeError(
+                    "unavailable", f"{exc}; nothing moved (still serving revision {previous.revision})"
+                ) from None
             self._desired = policy
             self._metrics.set_weights("desired", policy.weights)
         try:
             applied = await self._sink.apply(weights, self._ack_timeout_s)
         except RouteRejectedError as exc:
-            if not unchanged:
-                await self._store.save_policy(previous)
+            self._metrics.traffic_changes.labels(self.model, "rejected").inc()
+            if intent is not None:
+                outcome = self._outcome(previous, policy, intent, "", "rejected", started, str(exc))
                 self._desired = previous
                 self._metrics.set_weights("desired", previous.weights)
-            self._metrics.traffic_changes.labels(self.model, "rejected").inc()
-            await self._audit_change(previous, policy, "", "rejected", started, str(exc), actor)
+                await self._record(self._store.change_policy(previous, outcome, actor))
             raise TrafficChangeError(
                 "rejected", f"{exc}; still serving revision {previous.revision} {dict(previous.weights)}"
             ) from None
         except RouteTimeoutError as exc:
             self._metrics.traffic_changes.labels(self.model, "timeout").inc()
-            await self._audit_change(previous, policy, "", "timeout", started, str(exc), actor)
+            if intent is not None:
+                outcome = self._outcome(previous, policy, intent, "", "timeout", started, str(exc))
+                await self._record(self._store.append(outcome, actor))
             raise TrafficChangeError("ack_timeout", str(exc)) from None
         elapsed_ms = (self._perf() - started) * 1000.0
-        outcome = "acked" if (applied.changed or not unchanged) else "unchanged"
-        self._metrics.traffic_changes.labels(self.model, outcome).inc()
-        if outcome == "acked":
+        outcome_name = "acked" if (applied.changed or not unchanged) else "unchanged"
+        self._metrics.traffic_changes.labels(self.model, outcome_name).inc()
+        if intent is not None:
             self._metrics.decision_to_ack.labels(self.model).observe(elapsed_ms / 1000.0)
-            await self._audit_change(previous, policy, applied.route_version, "acked", started, "", actor)
+            outcome = self._outcome(previous, policy, intent, applied.route_version, "acked", started, "")
+            recorded = await self._record(self._store.append(outcome, actor))
             log.info(
                 "traffic %s -> %s acked by %s in %.1f ms (%s: %s)",
                 dict(previous.weights),
@@ -199,31 +276,43 @@ class TrafficController:
                 actor,
                 reason,
             )
+            if not recorded:
+                self._metrics.set_weights("served", weights)
+                raise TrafficChangeError(
+                    "unavailable",
+                    f"traffic moved to {dict(weights)} (ACKed) but its outcome could not be recorded; the next start "
+                    f"reconciles intent {intent.seq}",
+                )
         self._metrics.set_weights("served", weights)
-        return ChangeResult(policy, applied.route_version, applied.confirmations, elapsed_ms, outcome == "acked")
+        return ChangeResult(policy, applied.route_version, applied.confirmations, elapsed_ms, outcome_name == "acked")
 
-    async def _audit_change(
+    def _outcome(
         self,
         previous: TrafficPolicy,
         policy: TrafficPolicy,
+        intent: audit_pb2.AuditRecord,
         route_version: str,
         outcome: str,
         started: float,
         detail: str,
-        actor: str,
-    ) -> None:
-        event = audit_pb2.TrafficChanged(
+    ) -> audit_pb2.TrafficChanged:
+        return audit_pb2.TrafficChanged(
             from_policy=policy_to_pb(previous),
             to_policy=policy_to_pb(policy),
             route_version=route_version,
             outcome=outcome,
             decision_to_ack_ms=(self._perf() - started) * 1000.0,
             detail=detail,
+            intent_seq=intent.seq,
+            intent_id=intent.traffic_intent.intent_id,
         )
-        await self._audit(actor, audit_pb2.AuditRecord(traffic_changed=event))
 
-    async def _audit(self, actor: str, record: audit_pb2.AuditRecord) -> None:
-        record.at.CopyFrom(timestamp(self._wall()))
-        record.model = self.model
-        record.actor = actor
-        await self._store.append_audit(record)
+    @staticmethod
+    async def _record(write: object) -> bool:
+        """Write an outcome record; a storage failure is logged (the intent stays open for reconciliation)."""
+        try:
+            await write  # type: ignore[misc]
+        except StoreUnavailableError as exc:
+            log.error("outcome not recorded: %s", exc)
+            return False
+        return True

@@ -1,12 +1,13 @@
 """The control API: JSON over HTTP, each body the proto3 JSON mapping of a message in proto/ (control.proto).
 
 Every request needs `Authorization: Bearer <token>`; a missing or wrong token is refused with 401 and changes nothing.
+The audit trail records the authenticated identity (the credential's name) as the actor; an `actor` in a request
+body is only the caller's claimed name, kept beside it and never trusted. A storage fault answers 503 naming it.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -15,21 +16,26 @@ from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from agent.domain.safe_json import JsonInputError, loads_bounded
+from agent.engine.admission import Admission
 from agent.engine.decisions import Action, Cause, DecisionHandler, DecisionOutcome, TriggerEvent
 from agent.engine.traffic import ChangeResult, TrafficChangeError, TrafficController
 from agent.http.status_view import StatusView
 from agent.pb.rollback_agent.v1 import audit_pb2, control_pb2
+from agent.ports.store import StoreUnavailableError
 
 CONTROLLER = web.AppKey("controller", TrafficController)
 STATUS = web.AppKey("status", StatusView)
 TOKEN = web.AppKey("token", str)
+IDENTITY = web.AppKey("identity", str)
 DECISIONS = web.AppKey("decisions", DecisionHandler)
+ADMISSION = web.AppKey("admission", Admission)
 MAX_BODY_BYTES = 64 * 1024
 
 M = TypeVar("M", bound=Message)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_ERROR_STATUS = {"invalid_argument": 400, "rejected": 409, "ack_timeout": 504}
+_ERROR_STATUS = {"invalid_argument": 400, "refused": 409, "rejected": 409, "ack_timeout": 504, "unavailable": 503}
 
 
 def proto_response(message: Message, status: int = 200) -> web.Response:
@@ -58,8 +64,11 @@ async def parse_body(request: web.Request, message_type: type[M]) -> M:
         raise TrafficChangeError("invalid_argument", f"body larger than {MAX_BODY_BYTES} bytes")
     raw = await request.read()
     try:
-        return json_format.Parse(raw.decode() if raw else "{}", message_type())
-    except (json_format.ParseError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = loads_bounded(raw) if raw.strip() else {}
+        if not isinstance(data, dict):
+            raise JsonInputError(f"expected a JSON object, got {type(data).__name__}")
+        return json_format.ParseDict(data, message_type())
+    except (json_format.ParseError, JsonInputError, ValueError, TypeError, RecursionError) as exc:
         raise TrafficChangeError(
             "invalid_argument", f"body is not a valid {message_type.DESCRIPTOR.name}: {exc}"
         ) from None
@@ -76,8 +85,23 @@ def _change_response(result: ChangeResult, status_view: StatusView) -> web.Respo
     return proto_response(message)
 
 
-def _actor(request: web.Request, given: str) -> str:
-    return given or f"operator:{request.remote or 'unknown'}"
+def _identity(request: web.Request) -> str:
+    """The authenticated identity: the name of the credential the request presented."""
+    return request.app[IDENTITY]
+
+
+def _actor(request: web.Request) -> str:
+    return f"operator:{_identity(request)}"
+
+
+def _with_claim(reason: str, claimed: str) -> str:
+    return f"{reason} (requested as {claimed!r}, unverified)" if claimed else reason
+
+
+def _operator_trigger(request: web.Request, reason: str, claimed: str) -> audit_pb2.Trigger:
+    return audit_pb2.Trigger(
+        operator=audit_pb2.OperatorTrigger(identity=_identity(request), reason=reason, claimed_name=claimed)
+    )
 
 
 async def get_status(request: web.Request) -> web.Response:
@@ -95,8 +119,14 @@ async def set_weights(request: web.Request) -> web.Response:
             weights[item.version] = item.weight
         if not weights:
             raise TrafficChangeError("invalid_argument", "no weights given")
+        reason = body.reason or "set by operator"
         result = await request.app[CONTROLLER].set_weights(
-            weights, reason=body.reason or "set by operator", actor=_actor(request, body.actor), entered_at=entered
+            weights,
+            reason=reason,
+            actor=_actor(request),
+            entered_at=entered,
+            force=body.force,
+            trigger=_operator_trigger(request, reason, body.actor),
         )
     except TrafficChangeError as exc:
         return error_response(_ERROR_STATUS.get(exc.code, 500), exc.code, str(exc))
@@ -115,23 +145,25 @@ async def rollback(request: web.Request) -> web.Response:
             raise TrafficChangeError(
                 "invalid_argument", f"unknown version {target!r}; this model has {', '.join(controller.versions)}"
             )
-        actor = _actor(request, body.actor)
         decisions = request.app.get(DECISIONS)
         if decisions is None:
-            result = await controller.rollback(to=target, reason=body.reason, actor=actor, entered_at=entered)
+            result = await controller.rollback(to=target, reason=body.reason, actor=_actor(request), entered_at=entered)
             return _change_response(result, request.app[STATUS])
     except TrafficChangeError as exc:
         return error_response(_ERROR_STATUS.get(exc.code, 500), exc.code, str(exc))
-    identity = actor.removeprefix("operator:")
+    identity = _identity(request)
     event = TriggerEvent(
         cause=Cause.OPERATOR,
         action=Action.ROLLBACK,
         version=None,
         summary=f"operator {identity}: {body.reason}",
-        record=audit_pb2.Trigger(operator=audit_pb2.OperatorTrigger(identity=identity, reason=body.reason)),
+        record=_operator_trigger(request, body.reason, body.actor),
         target=target,
     )
-    decision = await decisions.handle(event)
+    try:
+        decision = await decisions.handle(event)
+    except StoreUnavailableError as exc:
+        return error_response(503, "unavailable", str(exc))
     status_view = request.app[STATUS]
     message = control_pb2.TrafficChange(
         policy=status_view.policy_pb(controller.desired),
@@ -141,6 +173,17 @@ async def rollback(request: web.Request) -> web.Response:
         changed=decision.outcome is DecisionOutcome.ROLLED_BACK,
         decision_to_ack_ms=(time.perf_counter() - entered) * 1000.0,
     )
+    if decision.outcome is DecisionOutcome.ROLLED_BACK:
+        status = status_view.status()
+        message.route_version = status.route_version
+        for envoy in status.envoys:
+            for state in envoy.types:
+                if state.type_url.endswith("RouteConfiguration") and state.acked_version == status.route_version:
+                    message.acks.append(
+                        control_pb2.NodeAck(
+                            node_id=envoy.node_id, xds_version=state.acked_version, acked_at=state.acked_at
+                        )
+                    )
     if decision.outcome is DecisionOutcome.FAILED:
         return proto_response(message, 409)
     return proto_response(message)
@@ -150,16 +193,45 @@ def _pause_handler(paused: bool) -> Handler:
     async def handle(request: web.Request) -> web.Response:
         try:
             body = await parse_body(request, control_pb2.PauseRequest)
+            await request.app[CONTROLLER].set_paused(
+                paused, reason=_with_claim(body.reason, body.actor), actor=_actor(request)
+            )
         except TrafficChangeError as exc:
-            return error_response(400, exc.code, str(exc))
-        await request.app[CONTROLLER].set_paused(paused, reason=body.reason, actor=_actor(request, body.actor))
+            return error_response(_ERROR_STATUS.get(exc.code, 500), exc.code, str(exc))
+        return proto_response(request.app[STATUS].status())
+
+    return handle
+
+
+def _hold_handler(held: bool) -> Handler:
+    async def handle(request: web.Request) -> web.Response:
+        admission = request.app.get(ADMISSION)
+        if admission is None:
+            return error_response(404, "not_found", "holds need the decision engine (not in this mode)")
+        try:
+            body = await parse_body(request, control_pb2.HoldRequest)
+            if not body.version:
+                raise TrafficChangeError("invalid_argument", "a hold names a version")
+            if held and not body.reason:
+                raise TrafficChangeError("invalid_argument", "a hold needs a reason")
+            await admission.set_hold(
+                body.version, held, reason=_with_claim(body.reason, body.actor), actor=_actor(request)
+            )
+        except TrafficChangeError as exc:
+            return error_response(_ERROR_STATUS.get(exc.code, 500), exc.code, str(exc))
         return proto_response(request.app[STATUS].status())
 
     return handle
 
 
 def make_control_app(
-    controller: TrafficController, status_view: StatusView, token: str, *, decisions: DecisionHandler | None = None
+    controller: TrafficController,
+    status_view: StatusView,
+    token: str,
+    *,
+    identity: str = "control-token",
+    decisions: DecisionHandler | None = None,
+    admission: Admission | None = None,
 ) -> web.Application:
     if not token:
         raise ValueError("the control API needs a non-empty bearer token")
@@ -167,11 +239,16 @@ def make_control_app(
     app[CONTROLLER] = controller
     app[STATUS] = status_view
     app[TOKEN] = token
+    app[IDENTITY] = identity
     if decisions is not None:
         app[DECISIONS] = decisions
+    if admission is not None:
+        app[ADMISSION] = admission
     app.router.add_get("/v1/status", get_status)
     app.router.add_post("/v1/traffic", set_weights)
     app.router.add_post("/v1/rollback", rollback)
     app.router.add_post("/v1/pause", _pause_handler(True))
     app.router.add_post("/v1/resume", _pause_handler(False))
+    app.router.add_post("/v1/hold", _hold_handler(True))
+    app.router.add_post("/v1/release", _hold_handler(False))
     return app

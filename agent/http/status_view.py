@@ -9,6 +9,7 @@ from agent.adapters.xds.resources import ROUTE_TYPE
 from agent.config import AgentConfig
 from agent.domain.records import policy_to_pb, timestamp
 from agent.domain.traffic import TrafficPolicy
+from agent.engine.admission import Admission
 from agent.engine.monitor import Monitor
 from agent.engine.orchestrator import RollbackOrchestrator
 from agent.engine.rules_watch import RulesWatcher
@@ -27,7 +28,11 @@ class StatusView:
         orchestrator: RollbackOrchestrator | None = None,
         watcher: RulesWatcher | None = None,
         registry_statuses: Callable[[], Mapping[str, str]] = dict,
+        admission: Admission | None = None,
+        store_id: str = "",
     ) -> None:
+        self._admission = admission
+        self.store_id = store_id
         self._config = config
         self._controller = controller
         self._cache = cache
@@ -98,9 +103,11 @@ class StatusView:
                         for_s=max(0.0, tick.now - st.since),
                     )
                 )
+        if self._admission is not None:
+            message.holds.update(self._admission.holds)
         if self._orchestrator is not None:
-            message.holds.update(self._orchestrator.holds)
             message.escalations.extend(self._orchestrator.escalations)
+        message.store_id = self.store_id
         if self._watcher is not None:
             message.rules_file = str(self._watcher.path)
             message.rules_error = self._watcher.last_error

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from agent.config import AgentConfig
 from agent.ports.registry import VersionStatus
-from agent.registry.loader import RegistrySource
+from agent.registry.loader import RegistrySource, load_registry
 from agent.registry.model import VersionSpec
 
 CONFIG_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -41,3 +41,10 @@ def registry_from_config(config: AgentConfig, origin: str = "agent config (no re
 def created_text(created: datetime, formatted: str) -> str:
     """How to show a creation time: the synthetic ones of this fallback say what they are."""
     return "unknown (config order)" if created < CONFIG_EPOCH + timedelta(days=1) else formatted
+
+
+def declared_statuses(config: AgentConfig) -> dict[str, str]:
+    """Statuses the registry declares (its file, or this fallback), before any runtime change: what a new state
+    store must respect. Raises RegistryFileError for a bad file."""
+    source = load_registry(config.registry_file) if config.registry_file else registry_from_config(config)
+    return {v.tag: str(v.status) for v in source.versions}

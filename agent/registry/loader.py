@@ -4,14 +4,14 @@ e.g. `registry.yaml:31: versions.1.provenance.artifact_digest: a sha256 digest n
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
-import yaml
 from pydantic import ValidationError
+from yaml.nodes import Node
 
+from agent.domain.safe_yaml import YamlError, line_at_path, parse_bounded, read_limit
 from agent.registry.model import RegistryFile, VersionSpec
 
 
@@ -28,59 +28,43 @@ class RegistrySource:
     origin: str  # the registry file's path, or a description of the fallback
 
 
-_FIELD_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*): ")
+# Locating is linear in the file; a machine-made file can hold thousands of errors.
+MAX_REPORTED_ERRORS: Final = 20
 
 
-def _line_of(root: yaml.Node | None, loc: Sequence[int | str], message: str) -> int | None:
-    """1-based line of the deepest node the error path reaches (the field itself when it is present)."""
-    node = root
-    if node is None:
-        return None
-    path = list(loc)
-    named = _FIELD_PREFIX.match(message)
-    if named:  # model-level checks name their field first ("evidence: ..."): point at it when present
-        path.append(named.group(1))
-    for part in path:
-        child: yaml.Node | None = None
-        if isinstance(node, yaml.MappingNode):
-            child = next((v for k, v in node.value if getattr(k, "value", None) == str(part)), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
-            child = node.value[part]
-        if child is None:
-            break
-        node = child
-    return node.start_mark.line + 1
-
-
-def _format_errors(source: str, root: yaml.Node | None, error: ValidationError) -> str:
+def _format_errors(source: str, root: Node, error: ValidationError) -> str:
+    details = error.errors()
     lines = []
-    for item in error.errors():
+    for item in details[:MAX_REPORTED_ERRORS]:
         path = ".".join(str(p) for p in item["loc"])
         message = str(item["msg"]).removeprefix("Value error, ")
-        line = _line_of(root, item["loc"], message)
-        where = f"{source}:{line}" if line is not None else source
+        where = f"{source}:{line_at_path(root, item['loc'], message)}"
         lines.append(f"{where}: {path}: {message}" if path else f"{where}: {message}")
+    if len(details) > MAX_REPORTED_ERRORS:
+        lines.append(f"{source}: and {len(details) - MAX_REPORTED_ERRORS} more errors")
     return "\n".join(lines)
 
 
-def parse_registry(text: str, source: str = "<registry>") -> RegistrySource:
+def parse_registry(text: str | bytes, source: str = "<registry>") -> RegistrySource:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RegistryFileError(f"{source}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise RegistryFileError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+        parsed = parse_bounded(text, source)
+    except YamlError as exc:
+        raise RegistryFileError(str(exc)) from None
+    if not isinstance(parsed.data, dict):
+        line = parsed.root.start_mark.line + 1
+        kind = type(parsed.data).__name__
+        raise RegistryFileError(f"{source}:{line}: expected a mapping at the top level, got {kind}")
     try:
-        document = RegistryFile.model_validate(raw)
+        document = RegistryFile.model_validate(parsed.data)
     except ValidationError as exc:
-        raise RegistryFileError(_format_errors(source, root, exc)) from None
+        raise RegistryFileError(_format_errors(source, parsed.root, exc)) from None
     return RegistrySource(model=document.model, versions=tuple(document.versions), origin=source)
 
 
 def load_registry(path: Path) -> RegistrySource:
     try:
-        text = path.read_text()
+        with path.open("rb") as file:
+            data = file.read(read_limit())
     except OSError as exc:
-        raise RegistryFileError(f"{path}: cannot read: {exc.strerror}") from None
-    return parse_registry(text, str(path))
+        raise RegistryFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return parse_registry(data, str(path))

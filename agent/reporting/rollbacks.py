@@ -3,6 +3,11 @@ with their frequency and root causes. Pure.
 
 A rollback record with outcome "suppressed" is a trigger that did not act (paused, cooldown, rate cap): it is
 listed, but not counted in the frequency nor in the root causes, which count rollbacks the agent attempted.
+
+A rollback that moved traffic has two records with its id: "switched" (written before the caller heard of it) and
+the final one (verification's result); the final one, which holds every phase, is the row. With only the first,
+the row says "switched" (verification pending), or "interrupted" when the next start recorded that the agent
+stopped during the procedure (RollbackInterrupted).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from agent.reporting.triggers import describe_trigger, root_cause, trigger_kind
 from agent.reporting.when import from_pb, require_aware
 
 SUPPRESSED = "suppressed"
+SWITCHED = "switched"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +102,23 @@ def _selected(
 def rollbacks(
     records: Iterable[audit_pb2.AuditRecord], since: datetime | None = None, *, model: str | None = None
 ) -> list[RollbackRow]:
+    records = list(records)
+    interrupted = {
+        r.rollback_interrupted.rollback_id: r.rollback_interrupted
+        for r in records
+        if r.WhichOneof("event") == "rollback_interrupted" and (model is None or r.model == model)
+    }
+    selected = _selected(records, "rollback", since, model)
+    final = {r.rollback.rollback_id for r in selected if r.rollback.outcome != SWITCHED}
     rows = []
-    for record in _selected(records, "rollback", since, model):
+    for record in selected:
         r = record.rollback
+        if r.outcome == SWITCHED and r.rollback_id in final:
+            continue  # the final record of this rollback is its row
+        outcome, detail = r.outcome, r.detail
+        if r.outcome == SWITCHED and r.rollback_id in interrupted:
+            stop = interrupted[r.rollback_id]
+            outcome, detail = "interrupted", f"{r.detail}; {stop.detail}"
         rows.append(
             RollbackRow(
                 seq=record.seq,
@@ -107,8 +127,8 @@ def rollbacks(
                 actor=record.actor,
                 from_version=r.from_version,
                 to_version=r.to_version,
-                outcome=r.outcome,
-                detail=r.detail,
+                outcome=outcome,
+                detail=detail,
                 trigger_kind=trigger_kind(r.trigger),
                 cause=root_cause(r.trigger),
                 trigger_summary=describe_trigger(r.trigger),

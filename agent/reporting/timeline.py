@@ -29,6 +29,7 @@ Weights = tuple[tuple[str, int], ...]
 
 ACKED = "acked"
 TIMEOUT = "timeout"
+INTERRUPTED = "interrupted"
 
 _ROLLBACK_REASON = re.compile(r"^rollback ([0-9A-Za-z_-]+):")
 
@@ -169,6 +170,20 @@ def history_at(
                 revision=change.to_policy.revision,
                 since=record_at,
                 source=f"traffic change, record {record.seq}",
+                seq=record.seq,
+                actor=record.actor,
+                reason=change.to_policy.reason,
+                uncertain="",
+                registry=registry,
+            )
+        elif change.outcome == INTERRUPTED:
+            # The agent stopped between the intent and its outcome; from its restart it served the intended split.
+            state = _state(
+                at,
+                weights_of(change.to_policy),
+                revision=change.to_policy.revision,
+                since=record_at,
+                source=f"reconciled at the agent's restart, record {record.seq}",
                 seq=record.seq,
                 actor=record.actor,
                 reason=change.to_policy.reason,

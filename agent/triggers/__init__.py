@@ -3,6 +3,7 @@
 No I/O beyond reading rule files on request, no asyncio: the engine layer feeds histories and the clock in.
 """
 
+from agent.domain.actions import Action
 from agent.triggers.context import VersionContext
 from agent.triggers.engine import Decision, EngineInput, RuleEngine, RuleState, RuleStatus, TickResult, Transition
 from agent.triggers.errors import RuleError, RuleFileError
@@ -21,7 +22,7 @@ from agent.triggers.kinds import (
     ThroughputAnomalyRule,
 )
 from agent.triggers.loader import RuleFile, check_rule_files, load_rule_file, load_rules
-from agent.triggers.rule import Action, RuleBase
+from agent.triggers.rule import RuleBase
 from agent.triggers.ruleset import (
     DEFAULT_TIER,
     EMPTY_RULE_SET,

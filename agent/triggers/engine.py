@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple
 
+from agent.domain.actions import Action
 from agent.domain.signals import Baseline, SignalHistory
 from agent.triggers.context import VersionContext
-from agent.triggers.rule import Action, RuleBase, VersionSelector
+from agent.triggers.rule import RuleBase, VersionSelector
 from agent.triggers.ruleset import EMPTY_RULE_SET, RuleSet
 from agent.triggers.verdict import Verdict, VerdictStatus
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Final
 
-import yaml
 from pydantic import ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from agent.domain.safe_yaml import DEFAULT_LIMITS, ParsedYaml, YamlError, YamlLimits, parse_bounded, read_limit
+
+MAX_REPORTED_ERRORS: Final = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,48 +33,49 @@ class RuleFileError(Exception):
         super().__init__("\n".join(str(e) for e in self.errors))
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedYaml:
-    data: Any
-    root: Node
-
-
-def parse_yaml(text: str, source: str) -> ParsedYaml:
-    """Parse YAML keeping the node tree (for line numbers); syntax errors and duplicate keys are RuleErrors."""
+def read_yaml_file(path: Path, what: str, limits: YamlLimits = DEFAULT_LIMITS) -> bytes:
+    """The file's bytes (at most one more than `limits` allow: parse_yaml refuses an oversized file as such)."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        what = " ".join(part for part in (exc.context, exc.problem) if part)
-        raise RuleFileError([RuleError(source, mark.line + 1 if mark else 0, f"YAML syntax error: {what}")]) from None
-    except yaml.YAMLError as exc:
-        raise RuleFileError([RuleError(source, 0, f"YAML error: {exc}")]) from None
-    if root is None:
-        raise RuleFileError([RuleError(source, 1, "the file is empty")])
+        with path.open("rb") as file:
+            return file.read(read_limit(limits))
+    except OSError as exc:
+        raise RuleFileError([RuleError(str(path), 0, f"cannot read {what}: {exc.strerror or exc}")]) from None
+
+
+def parse_yaml(text: str | bytes, source: str, limits: YamlLimits = DEFAULT_LIMITS) -> ParsedYaml:
+    """Parse YAML within `limits`, keeping the node tree (for line numbers); every YAML problem (syntax,
+    undecodable bytes, a limit, a duplicate key) is a RuleFileError with its line."""
+    try:
+        return parse_bounded(text, source, limits, check_nodes=lambda root: _refuse_duplicate_keys(root, source))
+    except YamlError as exc:
+        raise RuleFileError([RuleError(source, exc.line, exc.message)]) from None
+
+
+def _refuse_duplicate_keys(root: Node, source: str) -> None:
     duplicates = list(_duplicate_keys(root, source))
     if duplicates:
         raise RuleFileError(duplicates)
-    constructor = yaml.SafeLoader("")
-    try:
-        data = constructor.construct_document(root)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        raise RuleFileError([RuleError(source, mark.line + 1 if mark else 0, f"YAML error: {exc.problem}")]) from None
-    return ParsedYaml(data, root)
 
 
-def _duplicate_keys(node: Node, source: str) -> Any:
-    if isinstance(node, MappingNode):
-        seen: set[str] = set()
-        for key, value in node.value:
-            if isinstance(key, ScalarNode):
-                if key.value in seen:
-                    yield RuleError(source, key.start_mark.line + 1, f"duplicate key '{key.value}'")
-                seen.add(key.value)
-            yield from _duplicate_keys(value, source)
-    elif isinstance(node, SequenceNode):
-        for item in node.value:
-            yield from _duplicate_keys(item, source)
+def _duplicate_keys(root: Node, source: str) -> Iterator[RuleError]:
+    """Every repeated key, each shared (aliased) node visited once, in document order."""
+    seen_nodes: set[int] = set()
+    pending = [root]
+    while pending:
+        node = pending.pop()
+        if id(node) in seen_nodes:
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, MappingNode):
+            keys: set[str] = set()
+            for key, _ in node.value:
+                if isinstance(key, ScalarNode):
+                    if key.value in keys:
+                        yield RuleError(source, key.start_mark.line + 1, f"duplicate key '{key.value}'")
+                    keys.add(key.value)
+            pending.extend(reversed([value for _, value in node.value]))
+        elif isinstance(node, SequenceNode):
+            pending.extend(reversed(node.value))
 
 
 def line_of(root: Node, loc: Sequence[str | int]) -> int:
@@ -111,9 +116,11 @@ def node_at(root: Node, loc: Sequence[str | int]) -> Node | None:
 def located_errors(
     exc: ValidationError, source: str, root: Node, prefix: Sequence[str | int] = (), label: str = ""
 ) -> list[RuleError]:
-    """Pydantic errors as RuleErrors with the YAML line of each offending key."""
+    """Pydantic errors as RuleErrors with the YAML line of each offending key (the first MAX_REPORTED_ERRORS;
+    locating is linear in the file, and a machine-made file can hold thousands of errors)."""
+    details = exc.errors(include_url=False)
     errors: list[RuleError] = []
-    for error in exc.errors(include_url=False):
+    for error in details[:MAX_REPORTED_ERRORS]:
         loc = list(prefix) + list(error["loc"])
         message = str(error["msg"]).removeprefix("Value error, ")
         if error["type"] == "union_tag_invalid":
@@ -125,7 +132,10 @@ def located_errors(
         path = _path(root, loc)
         where = f"{label}{path}: " if (label or path) else ""
         errors.append(RuleError(source, line_of(root, loc), f"{where}{message}"))
-    return sorted(errors, key=lambda e: e.line)
+    errors.sort(key=lambda e: e.line)
+    if len(details) > MAX_REPORTED_ERRORS:
+        errors.append(RuleError(source, 0, f"and {len(details) - MAX_REPORTED_ERRORS} more errors"))
+    return errors
 
 
 def _path(root: Node, loc: Sequence[str | int]) -> str:

@@ -13,20 +13,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode
 
-from agent.triggers.errors import RuleError, RuleFileError, line_of, located_errors, parse_yaml
+from agent.domain.safe_yaml import ParsedYaml
+from agent.triggers.errors import (
+    RuleError,
+    RuleFileError,
+    line_of,
+    located_errors,
+    parse_yaml,
+    read_yaml_file,
+)
 from agent.triggers.kinds import Rule
 from agent.triggers.rule import RuleBase
 from agent.triggers.tiers import (
     SHIPPED_TIERS,
     TIER_NAME_PATTERN,
     RuleResolutionError,
-    load_tier_profile,
     resolve_rule,
     tier_profile,
+    validate_tier_profile,
 )
 
 
@@ -58,15 +65,35 @@ class RuleFile:
         return rule_line
 
 
-def load_rules(text: str, source_name: str) -> RuleFile:
-    """Parse and validate rule-file text; raises RuleFileError listing every problem with its line."""
-    parsed = parse_yaml(text, source_name)
+def load_rules(text: str | bytes, source_name: str) -> RuleFile:
+    """Parse and validate rule-file text (bytes are decoded as UTF-8); raises RuleFileError listing every
+    problem with its line."""
+    return _rule_file(parse_yaml(text, source_name), source_name, _fingerprint(text))
+
+
+def load_rule_file(path: str | Path) -> RuleFile:
+    return load_rules(read_yaml_file(Path(path), "rule file"), str(path))
+
+
+def _fingerprint(text: str | bytes) -> str:
+    return hashlib.sha256(text if isinstance(text, bytes) else text.encode()).hexdigest()
+
+
+def _rule_file(parsed: ParsedYaml, source_name: str, fingerprint: str) -> RuleFile:
     data: Any = parsed.data
     prefix: tuple[str | int, ...] = ()
     if isinstance(data, list):
         data, prefix = {"rules": data}, ("rules",)
     if not isinstance(data, dict):
-        raise RuleFileError([RuleError(source_name, 1, "expected a mapping with `rules:` (or a list of rules)")])
+        raise RuleFileError(
+            [
+                RuleError(
+                    source_name,
+                    parsed.root.start_mark.line + 1,
+                    "expected a mapping with `rules:` (or a list of rules)",
+                )
+            ]
+        )
     try:
         model = _RuleFileModel.model_validate(data)
     except ValidationError as exc:
@@ -96,20 +123,10 @@ def load_rules(text: str, source_name: str) -> RuleFile:
         rules=tuple(model.rules),
         model=model.model,
         tier=model.tier,
-        fingerprint=hashlib.sha256(text.encode()).hexdigest(),
+        fingerprint=fingerprint,
         lines=lines,
         tier_line=line_of(parsed.root, ["tier"]) if not prefix else 0,
     )
-
-
-def load_rule_file(path: str | Path) -> RuleFile:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise RuleFileError([RuleError(str(path), 0, f"cannot read rule file: {reason}")]) from None
-    return load_rules(text, str(path))
 
 
 def resolution_errors(rule_file: RuleFile, tier: str, tiers_dir: str | Path | None = None) -> list[RuleError]:
@@ -142,14 +159,14 @@ def check_rule_files(
     or `common` and no `rules`) are validated as profiles. Empty list: all good."""
     errors: list[RuleError] = []
     for path in paths:
-        if _is_tier_profile(path):
-            try:
-                load_tier_profile(path)
-            except RuleFileError as exc:
-                errors.extend(exc.errors)
-            continue
+        source = str(path)
         try:
-            rule_file = load_rule_file(path)
+            text = read_yaml_file(Path(path), "rule file")
+            parsed = parse_yaml(text, source)
+            if _is_tier_profile(parsed.data):
+                validate_tier_profile(parsed, source)
+                continue
+            rule_file = _rule_file(parsed, source, _fingerprint(text))
         except RuleFileError as exc:
             errors.extend(exc.errors)
             continue
@@ -159,12 +176,8 @@ def check_rule_files(
     return errors
 
 
-def _is_tier_profile(path: str | Path) -> bool:
+def _is_tier_profile(data: Any) -> bool:
     """A mapping with `defaults` or `common` and no `rules`: checked as a tier profile."""
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return False  # reported by the rule-file path
     return isinstance(data, dict) and "rules" not in data and ("defaults" in data or "common" in data)
 
 

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from agent.domain.actions import Action
 from agent.domain.signals import Window
 from agent.triggers.context import VersionContext
 from agent.triggers.units import Duration, Ratio, format_duration, parse_ratio
 from agent.triggers.verdict import Verdict, VerdictStatus
-
-
-class Action(StrEnum):
-    ROLLBACK = "rollback"  # move all traffic back to the stable version
-    ALERT = "alert"  # notify only
-    HOLD = "hold"  # freeze the rollout where it is (no promotion, no further weight increase)
-
 
 VersionName = Annotated[str, Field(min_length=1, max_length=200)]
 _SELECTOR_WORDS = ("candidates", "stable", "all")

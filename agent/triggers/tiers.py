@@ -13,7 +13,8 @@ from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from agent.triggers.errors import RuleError, RuleFileError, located_errors, parse_yaml
+from agent.domain.safe_yaml import ParsedYaml
+from agent.triggers.errors import RuleError, RuleFileError, located_errors, parse_yaml, read_yaml_file
 from agent.triggers.kinds import RULE_TYPES
 from agent.triggers.rule import RuleBase
 
@@ -110,15 +111,14 @@ def resolve_rule(rule: RuleBase, profile: TierProfile | None) -> RuleBase:
 
 def load_tier_profile(path: str | Path) -> TierProfile:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RuleFileError([RuleError(str(path), 0, f"cannot read tier profile: {exc.strerror or exc}")]) from None
-    return parse_tier_profile(text, str(path))
+    return parse_tier_profile(read_yaml_file(path, "tier profile"), str(path))
 
 
-def parse_tier_profile(text: str, source: str) -> TierProfile:
-    parsed = parse_yaml(text, source)
+def parse_tier_profile(text: str | bytes, source: str) -> TierProfile:
+    return validate_tier_profile(parse_yaml(text, source), source)
+
+
+def validate_tier_profile(parsed: ParsedYaml, source: str) -> TierProfile:
     try:
         return TierProfile.model_validate(parsed.data)
     except ValidationError as exc:

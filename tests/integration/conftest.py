@@ -16,13 +16,18 @@ at teardown if one is still alive afterwards):
   (/v2/health/ready 200).
 - `agent_factory`: (config_path, env=None, **start_agent kwargs) -> ManagedProcess running
   `python -m agent run --config PATH` (not waited for).
+
+A SIGTERM or SIGHUP to pytest (a `timeout`, a CI cancel) stops every process the fixtures started and ends the
+session with exit code 128 + signum (`_stop_processes_on_signal`).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any, Protocol, TypeVar
 
 import pytest
@@ -31,7 +36,7 @@ from harness.agent import start_agent
 from harness.alertmanager import AlertmanagerProcess, alertmanager_binary
 from harness.binaries import MissingBinaryError
 from harness.envoy import EnvoyProcess, envoy_binary
-from harness.process import ManagedProcess, tail_file
+from harness.process import STOP_SIGNALS, ManagedProcess, tail_file, terminate_all
 from harness.prometheus import PrometheusProcess, prometheus_binary
 from harness.refserver import RefServer, refserver_available
 
@@ -82,6 +87,28 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if chunks:
             report.sections.append(("process logs", "\n".join(chunks)))
     return report
+
+
+def _end_session_on_signal(signum: int, frame: FrameType | None) -> None:
+    terminate_all()
+    name = signal.Signals(signum).name
+    pytest.exit(f"{name} received: stopped every process the fixtures started", returncode=128 + signum)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_processes_on_signal() -> Iterator[None]:
+    """A signal skips atexit hooks, and the harness's own handler ends the process with SystemExit, which pytest
+    would record as one failed test before going on to start the next test's processes: stop everything and end
+    the whole session instead. A session fixture rather than pytest_sessionstart, which a conftest below the
+    rootdir does not get when pytest is started on a parent directory."""
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig, handler in previous.items():
+        if handler != signal.SIG_IGN:
+            signal.signal(sig, _end_session_on_signal)
+    yield
+    for sig, handler in previous.items():
+        if handler is not None:  # None: installed outside Python, cannot be put back
+            signal.signal(sig, handler)
 
 
 @pytest.fixture

@@ -3,11 +3,13 @@ cleanup. No fixed sleeps: everything polls with a deadline."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,9 +22,10 @@ from harness.load import ResponseLog, TrafficGenerator, split_within_tolerance
 from harness.ports import free_port, free_ports
 from harness.process import ManagedProcess
 from harness.prometheus import PrometheusProcess
+from harness.pyproc import REPO_ROOT, python_env
 from harness.refserver import RefServer
 from harness.upstream import VersionUpstream
-from harness.wait import NotYet, WaitTimeout, async_wait_until, wait_until
+from harness.wait import NotYet, WaitAborted, WaitTimeout, async_wait_until, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -300,3 +303,185 @@ async def test_refserver_handle_serves_versions_and_switches_faults(
     assert pid is not None
     server.stop()
     assert _pid_gone(pid)
+
+
+# -- cleanup when the harness process is ended by a signal ----------------------------------------------------
+
+# A child that says when it is up and when it gets SIGTERM: proof that it was stopped by the harness (gracefully),
+# not killed by PR_SET_PDEATHSIG (SIGKILL) when its parent died.
+_CHILD = (
+    "import signal, sys, time\n"
+    "signal.signal(signal.SIGTERM, lambda *a: (print('child:', 'SIGTERM', flush=True), sys.exit(0)))\n"
+    "print('child:', 'up', flush=True)\n"
+    "time.sleep(300)\n"
+)
+
+
+def _harness_script(logs: Path, pid_file: Path, *, prelude: str = "", in_thread: bool = False) -> list[str]:
+    """`python -c` that runs `prelude`, imports the harness, starts `_CHILD` with ManagedProcess (from the main
+    thread, or from a thread that has ended by the time the PID is written), writes the child's PID to `pid_file`
+    once it is up, and sleeps."""
+    make = f"ManagedProcess([sys.executable, '-c', {_CHILD!r}], name='child', log_dir={str(logs)!r})"
+    if in_thread:
+        start = (
+            "started = []\n"
+            f"t = threading.Thread(target=lambda: started.append({make}.start()))\n"
+            "t.start(); t.join(); p = started[0]\n"
+            "while len(os.listdir('/proc/self/task')) > 1: time.sleep(0.01)  # the OS thread is gone too\n"
+        )
+    else:
+        start = f"p = {make}.start()\n"
+    script = (
+        "import os, signal, sys, threading, time\n"
+        f"sys.path.insert(0, {str(REPO_ROOT)!r})\n"
+        f"{prelude}"
+        "from harness.process import ManagedProcess\n"
+        f"{start}"
+        "while 'child: up' not in p.log_tail(5): time.sleep(0.01)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
+        "time.sleep(300)\n"
+    )
+    return [sys.executable, "-c", script]
+
+
+def _run_until_pid(argv: list[str], pid_file: Path) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def child_pid() -> int | NotYet:
+        if proc.poll() is not None:
+            output = proc.stdout.read() if proc.stdout else ""
+            raise WaitAborted(f"the script exited with {proc.returncode}:\n{output}")
+        text = pid_file.read_text() if pid_file.exists() else ""
+        return int(text) if text else NotYet(text)
+
+    return proc, wait_until(child_pid, 20.0, what="the child PID from the script")
+
+
+@contextlib.contextmanager
+def _cleanup(proc: subprocess.Popen[str], pid_file: Path) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)
+        if pid_file.exists() and pid_file.read_text():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def test_sigterm_to_a_harness_script_stops_its_processes_and_exits_143(tmp_path: Path, tmp_logs: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    proc, child = _run_until_pid(_harness_script(tmp_logs, pid_file), pid_file)
+    with _cleanup(proc, pid_file):
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=15)
+        assert proc.returncode == 128 + signal.SIGTERM, output
+        wait_until(lambda: _group_gone(child), 5.0, what="the child's process group to be gone")
+        assert "child: SIGTERM" in (tmp_logs / "child.log").read_text()
+
+
+def test_sighup_stops_the_processes_before_the_scripts_own_handler_runs(tmp_path: Path, tmp_logs: Path) -> None:
+    # A handler the script had before importing the harness runs after the harness stopped the child, and decides
+    # how the script ends.
+    prelude = (
+        "def own(signum, frame):\n"
+        "    try:\n"
+        "        os.killpg(p.pid, 0)\n"
+        "        print('own handler: child still alive', flush=True)\n"
+        "    except ProcessLookupError:\n"
+        "        print('own handler: child gone', flush=True)\n"
+        "    sys.exit(7)\n"
+        "signal.signal(signal.SIGHUP, own)\n"
+    )
+    pid_file = tmp_path / "child.pid"
+    proc, child = _run_until_pid(_harness_script(tmp_logs, pid_file, prelude=prelude), pid_file)
+    with _cleanup(proc, pid_file):
+        proc.send_signal(signal.SIGHUP)
+        output, _ = proc.communicate(timeout=15)
+        assert proc.returncode == 7, output
+        assert "own handler: child gone" in output
+        assert _group_gone(child)
+        assert "child: SIGTERM" in (tmp_logs / "child.log").read_text()
+
+
+def test_sigkilled_harness_script_takes_its_main_thread_children_along(tmp_path: Path, tmp_logs: Path) -> None:
+    # No handler runs on SIGKILL: PR_SET_PDEATHSIG is what ends the child.
+    pid_file = tmp_path / "child.pid"
+    proc, child = _run_until_pid(_harness_script(tmp_logs, pid_file), pid_file)
+    with _cleanup(proc, pid_file):
+        proc.kill()
+        proc.communicate(timeout=15)
+        wait_until(lambda: _group_gone(child), 5.0, what="the orphaned child to be killed")
+        assert "child: SIGTERM" not in (tmp_logs / "child.log").read_text()
+
+
+def test_a_process_started_from_a_thread_outlives_that_thread(tmp_path: Path, tmp_logs: Path) -> None:
+    # PR_SET_PDEATHSIG fires when the forking *thread* exits: a child started from a worker thread must not get
+    # it, or it would die with the thread. The script's signal handler still stops it.
+    pid_file = tmp_path / "child.pid"
+    proc, child = _run_until_pid(_harness_script(tmp_logs, pid_file, in_thread=True), pid_file)
+    with _cleanup(proc, pid_file):
+        assert not _group_gone(child), "the child died with the thread that started it"
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=15)
+        assert proc.returncode == 128 + signal.SIGTERM, output
+        wait_until(lambda: _group_gone(child), 5.0, what="the child's process group to be gone")
+
+
+_DOOMED_TESTS = """
+import os, time
+from pathlib import Path
+
+from harness.bootstraps import StaticUpstream, static_weighted_bootstrap
+from harness.ports import free_ports
+
+
+def test_waits_to_be_terminated(envoy_factory):
+    listener, admin, upstream = free_ports(3)
+    bootstrap = static_weighted_bootstrap(
+        listener_port=listener, admin_port=admin, upstreams=[StaticUpstream("v1", upstream, 1)]
+    )
+    envoy = envoy_factory(bootstrap, name="doomed")
+    Path(os.environ["PID_FILE"]).write_text(str(envoy.pid))
+    time.sleep(300)
+
+
+def test_never_runs():
+    Path(os.environ["PID_FILE"] + ".next").write_text("the session went on after SIGTERM")
+"""
+
+
+def test_sigterm_to_pytest_stops_the_fixtures_processes_and_ends_the_session(
+    tmp_path: Path,
+    envoy_factory: Callable[..., EnvoyProcess],  # unused here: skips (or fails in CI) when Envoy is missing
+) -> None:
+    module = tmp_path / "test_doomed.py"
+    module.write_text(_DOOMED_TESTS)
+    pid_file = tmp_path / "envoy.pid"
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.integration.conftest"]
+    argv += ["--rootdir", str(tmp_path), str(module)]
+    proc = subprocess.Popen(
+        argv,
+        cwd=REPO_ROOT,
+        env=python_env({"PID_FILE": str(pid_file)}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    with _cleanup(proc, pid_file):
+
+        def envoy_pid() -> int | NotYet:
+            if proc.poll() is not None:
+                output = proc.stdout.read() if proc.stdout else ""
+                raise WaitAborted(f"pytest exited with {proc.returncode}:\n{output}")
+            text = pid_file.read_text() if pid_file.exists() else ""
+            return int(text) if text else NotYet(text)
+
+        envoy = wait_until(envoy_pid, 60.0, what="the inner test's Envoy PID")
+        assert not _group_gone(envoy)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 128 + signal.SIGTERM, output
+        assert "SIGTERM received: stopped every process the fixtures started" in output
+        wait_until(lambda: _group_gone(envoy), 5.0, what="the inner test's Envoy to be gone")
+        assert not (tmp_path / "envoy.pid.next").exists(), "pytest went on with the next test"

@@ -2,7 +2,7 @@
 in the state store's SQLite file (state_dir/state.db), so statuses the agent sets survive restarts without the
 agent ever editing the git file.
 
-Tables (own connection, WAL, one worker thread; the state store's connection shares the file):
+Tables (own connection, rollback journal, one worker thread; the state store's connection shares the file):
 
 * version_status_overlay: the runtime status of a version (model, tag) -> status, reason, actor, changed_at,
   before_quarantine. It wins over the declared status, also when the file changes later: a version the agent
@@ -100,7 +100,7 @@ class FileRegistry:
         self.state_db.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.state_db, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout=5000")
-        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA journal_mode=DELETE")
         conn.execute("PRAGMA synchronous=FULL")
         conn.executescript(SCHEMA)
         self._conn = conn

@@ -14,6 +14,7 @@ from agent.triggers.kinds.error_rate import ErrorRateRule
 from agent.triggers.kinds.feature_drift import FeatureDriftRule
 from agent.triggers.kinds.latency import LatencyRule
 from agent.triggers.kinds.missing_features import MissingFeaturesRule
+from agent.triggers.kinds.near_oom import NearOomRule
 from agent.triggers.kinds.primary_metric import PrimaryMetricRule
 from agent.triggers.kinds.throughput import ThroughputAnomalyRule
 from agent.triggers.rule import RuleBase
@@ -26,6 +27,7 @@ Rule = Annotated[
     | FeatureDriftRule
     | MissingFeaturesRule
     | CrashRule
+    | NearOomRule
     | ThroughputAnomalyRule
     | BusinessMetricRule
     | BurnRateRule,
@@ -40,6 +42,7 @@ RULE_TYPES: Final[dict[str, type[RuleBase]]] = {
     "feature_drift": FeatureDriftRule,
     "missing_features": MissingFeaturesRule,
     "crash": CrashRule,
+    "near_oom": NearOomRule,
     "throughput_anomaly": ThroughputAnomalyRule,
     "business_metric": BusinessMetricRule,
     "burn_rate": BurnRateRule,
@@ -55,6 +58,7 @@ __all__ = [
     "FeatureDriftRule",
     "LatencyRule",
     "MissingFeaturesRule",
+    "NearOomRule",
     "PrimaryMetricRule",
     "Rule",
     "ThroughputAnomalyRule",

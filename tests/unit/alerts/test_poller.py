@@ -184,11 +184,93 @@ async def test_while_unreachable_nothing_acts_and_it_is_logged_once_per_state_ch
     assert any("resumed" in r.getMessage() for r in caplog.records)
 
 
-async def test_invalid_answers_count_as_errors(am: FakeAlertmanager, rig: Rig):
-    am.body = b'[{"labels": {}}]'
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"[{", "invalid answer: body is not valid JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "invalid answer: body is nested too deeply"),
+        (json.dumps([api_alert(team="\ud800")]).encode(), "invalid answer: 0.labels.team: string is not valid Unicode"),
+        (b'{"alerts": []}', "invalid answer: body: expected a JSON array of alerts, got dict"),
+        (b"", "invalid answer: body is empty"),
+        (b"\xff", "invalid answer: body is not UTF-8"),
+        (b"[NaN]", "invalid answer: body is not valid JSON: NaN is not a JSON number"),
+    ],
+)
+async def test_a_malformed_answer_is_a_failed_poll_that_changes_nothing(
+    am: FakeAlertmanager, rig: Rig, caplog: pytest.LogCaptureFixture, body: bytes, reason: str
+):
+    caplog.set_level(logging.INFO, logger="agent.adapters.alertmanager_poller")
+    am.alerts = [api_alert()]
     await rig.poller.poll_once()
+    assert len(rig.handler.events) == 1 and rig.poller.tracked == 1
+    am.body = body
+    for _ in range(3):
+        rig.clock.now += await rig.poller.poll_once()
     assert rig.sample("rollback_agent_alertmanager_up", url=am.url) == 0
+    assert rig.sample("rollback_agent_alertmanager_poll_errors_total", url=am.url) == 3
+    assert len(rig.handler.events) == 1 and rig.poller.tracked == 1  # the tracked alert was not "resolved"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 2 and reason in warnings[0], warnings  # once for the member, once for "none answers"
+    assert all(len(w) < 1000 for w in warnings)
+
+
+async def test_an_oversized_answer_is_a_failed_poll(am: FakeAlertmanager, rig: Rig, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("agent.adapters.alertmanager_poller.MAX_RESPONSE_BYTES", 1000)
+    am.alerts = [api_alert(fingerprint=f"{i:02x}") for i in range(10)]
+    await rig.poller.poll_once()
+    assert rig.sample("rollback_agent_alertmanager_poll_errors_total", url=am.url) == 1
     assert rig.handler.events == []
+
+
+async def test_one_invalid_alert_is_skipped_the_rest_are_taken_and_nothing_resolves_meanwhile(
+    am: FakeAlertmanager, rig: Rig, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.INFO, logger="agent.adapters.alertmanager_poller")
+    am.alerts = [api_alert("FeatureDriftHigh", fingerprint="01", severity="warning")]
+    await rig.poller.poll_once()
+    bad = {**api_alert(fingerprint="01"), "startsAt": "yesterday"}  # perhaps the tracked one, garbled
+    am.alerts = [bad, api_alert(fingerprint="02"), {"labels": 7}]
+    for _ in range(3):
+        assert await rig.poller.poll_once() == 2  # a successful poll
+    assert rig.sample("rollback_agent_alertmanager_up", url=am.url) == 1
+    assert [(e.action, e.resolved) for e in rig.handler.events] == [(Action.HOLD, False), (Action.ROLLBACK, False)]
+    skipped = [r.getMessage() for r in caplog.records if "skipped an invalid alert" in r.getMessage()]
+    assert len(skipped) == 2, skipped  # once per invalid alert, not per poll
+    assert "0.startsAt: not an RFC 3339 timestamp: 'yesterday'" in skipped[0]
+    assert "2.labels: Input should be a valid dictionary" in skipped[1]
+
+    am.alerts = [api_alert(fingerprint="02")]  # the garbled one is gone for good: now it counts as resolved
+    await rig.poller.poll_once()
+    assert [(e.action, e.resolved) for e in rig.handler.events][-1] == (Action.HOLD, True)
+    assert any("no invalid alerts any more" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_poller_task_survives_a_failing_round(am: FakeAlertmanager, monkeypatch: pytest.MonkeyPatch):
+    handler = RecordingHandler()
+    config = alerts_config(routes=ROUTES[:3], alertmanager={"urls": [am.url], "poll_interval_s": 0.01})
+    poller = AlertmanagerPoller.from_config(
+        config, MODEL, make_intake(handler), AlertSourceMetrics(CollectorRegistry())
+    )
+    real_reconcile = poller._reconcile
+    calls = 0
+
+    async def fail_first(*args: Any, **kwargs: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug")
+        await real_reconcile(*args, **kwargs)
+
+    monkeypatch.setattr(poller, "_reconcile", fail_first)
+    am.alerts = [api_alert()]
+    task = asyncio.create_task(poller.run(), name="alertmanager-poller")
+    try:
+        await asyncio.wait_for(handler.arrived.wait(), timeout=5)
+        assert calls >= 2 and not task.done()
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
 
 async def test_first_healthy_member_wins_and_failed_members_back_off(am: FakeAlertmanager):

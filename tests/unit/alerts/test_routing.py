@@ -4,7 +4,7 @@ import pytest
 
 from agent.alerts.alert import Alert
 from agent.alerts.config import AlertRoute
-from agent.alerts.routing import AlertAction, AlertRouter
+from agent.alerts.routing import Action, AlertRouter
 from tests.unit.alerts.fakes import MODEL, alerts_config
 
 STARTS = datetime(2026, 11, 22, 3, 46, 39, 74480, tzinfo=UTC)
@@ -27,7 +27,7 @@ ROUTER = AlertRouter.from_config(alerts_config(), MODEL)
 def test_exact_match_routes_to_its_action_and_names_the_failing_version():
     routed = ROUTER.route(_alert(alertname="ModelErrorRateHigh"), received_via="webhook", receiver="am")
     assert routed is not None
-    assert routed.action is AlertAction.ROLLBACK and routed.version == "v2" and routed.route == "errors"
+    assert routed.action is Action.ROLLBACK and routed.version == "v2" and routed.route == "errors"
     assert not routed.resolved
     assert "ModelErrorRateHigh firing for fraud version v2: error rate 7% > 2%" in routed.summary
     record = routed.record.alert
@@ -59,7 +59,7 @@ def test_first_matching_route_wins():
     )
     assert router.route(_alert(alertname="A", severity="info"), received_via="api") is None
     routed = router.route(_alert(alertname="A", severity="page"), received_via="api")
-    assert routed is not None and routed.action is AlertAction.HOLD and routed.route == "routes.1"
+    assert routed is not None and routed.action is Action.HOLD and routed.route == "routes.1"
 
 
 def test_no_matching_route_is_ignored():
@@ -72,7 +72,7 @@ def test_another_models_alert_is_ignored_unless_the_route_takes_any_model():
     assert ROUTER.route(no_model, received_via="api") is None
     fleet = Alert("ab", "firing", {"alertname": "GpuNodeDown", "node": "n1"}, {}, STARTS)
     routed = ROUTER.route(fleet, received_via="api")
-    assert routed is not None and routed.action is AlertAction.ALERT and routed.version is None
+    assert routed is not None and routed.action is Action.ALERT and routed.version is None
     assert "for any model" in routed.summary
 
 
@@ -90,7 +90,7 @@ def test_version_label_is_configurable():
 
 @pytest.mark.parametrize(
     ("label", "expected"),
-    [("rollback", AlertAction.ROLLBACK), ("HOLD", AlertAction.HOLD), ("alert", AlertAction.ALERT)],
+    [("rollback", Action.ROLLBACK), ("HOLD", Action.HOLD), ("alert", Action.ALERT)],
 )
 def test_from_label_takes_the_action_from_the_alert(label, expected):
     routed = ROUTER.route(_alert(alertname="Custom", team="ml", action=label), received_via="api")
@@ -101,7 +101,7 @@ def test_from_label_ignore_and_bad_values():
     assert ROUTER.route(_alert(alertname="Custom", team="ml", action="ignore"), received_via="api") is None
     for bad in ({"action": "nuke"}, {}):
         routed = ROUTER.route(_alert(alertname="Custom", team="ml", **bad), received_via="api")
-        assert routed is not None and routed.action is AlertAction.ALERT  # never moves traffic
+        assert routed is not None and routed.action is Action.ALERT  # never moves traffic
         assert "recorded only" in routed.summary
 
 

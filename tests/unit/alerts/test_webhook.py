@@ -1,4 +1,5 @@
 import base64
+import gzip
 import json
 from collections.abc import AsyncIterator
 
@@ -11,10 +12,12 @@ from agent.alerts.auth import WebhookCredentials
 from agent.alerts.metrics import AlertSourceMetrics
 from agent.engine.decisions import Action, Cause
 from agent.http.webhook import AlertWebhook, add_alert_webhook
+from agent.ports.store import StoreUnavailableError
 from tests.unit.alerts.fakes import RecordingHandler, make_intake, payload, wire_alert
 
 BEARER = {"Authorization": "Bearer s3cret"}
 BASIC = {"Authorization": "Basic " + base64.b64encode(b"alertmanager:pa55").decode()}
+JSON = {**BEARER, "Content-Type": "application/json"}
 
 
 class Hook:
@@ -25,6 +28,10 @@ class Hook:
 
     async def post(self, body: object, headers: dict[str, str] | None = None) -> tuple[int, dict]:
         resp = await self.client.post("/v1/alerts", json=body, headers=BEARER if headers is None else headers)
+        return resp.status, await resp.json()
+
+    async def post_raw(self, raw: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict]:
+        resp = await self.client.post("/v1/alerts", data=raw, headers=JSON if headers is None else headers)
         return resp.status, await resp.json()
 
     def count(self, outcome: str) -> float:
@@ -156,14 +163,14 @@ async def test_too_large_body_is_refused_with_or_without_content_length(hook: Ho
         for i in range(0, len(raw), 1000):
             yield raw[i : i + 1000]
 
-    resp = await hook.client.post("/v1/alerts", data=chunks(), headers=BEARER)
+    resp = await hook.client.post("/v1/alerts", data=chunks(), headers=JSON)
     assert resp.status == 413
     assert hook.handler.events == [] and hook.count("rejected") == 2
 
 
 async def test_limit_is_the_webhooks_own_not_the_apps_client_max_size():
     async for hook in _hook(max_body_bytes=3 * 1024 * 1024, app=web.Application(client_max_size=1024)):
-        big = payload(wire_alert(**{"padding": "x" * (2 * 1024 * 1024)}))
+        big = {**payload(), "padding": "x" * (2 * 1024 * 1024)}  # an unknown field: read, then ignored
         status, _ = await hook.post(big)
         assert status == 200 and len(hook.handler.events) == 1
 
@@ -188,9 +195,114 @@ async def test_a_malformed_payload_is_refused_whole_and_changes_nothing(hook: Ho
 
 
 async def test_not_json_is_a_400(hook: Hook):
-    resp = await hook.client.post("/v1/alerts", data=b"{nope", headers=BEARER)
-    assert resp.status == 400
-    assert "body is not valid JSON" in (await resp.json())["message"]
+    status, body = await hook.post_raw(b"{nope")
+    assert status == 400
+    assert "body is not valid JSON" in body["message"]
+
+
+def _with_label(value: str) -> bytes:
+    return json.dumps(payload(wire_alert(team=value))).encode()
+
+
+# Each of these answered a bare 500 (or a 500 "decision_failed") before: Alertmanager would retry it forever.
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "body is nested too deeply"),
+        (b'{"x":' * 5_000 + b"1" + b"}" * 5_000, "body is nested too deeply"),
+        (_with_label("\ud800"), "alerts.0.labels.team: string is not valid Unicode text (lone surrogate U+D800"),
+        (
+            json.dumps(payload()).replace('"summary": "', '"summary": "\\udfff').encode(),
+            "alerts.0.annotations.summary: string is not valid Unicode text",
+        ),
+        (
+            json.dumps(payload(wire_alert(starts_at="9999-12-31T23:59:59-01:00"))).encode(),
+            "alerts.0.startsAt: timestamp out of range in UTC",
+        ),
+        (
+            json.dumps(payload()).replace('"truncatedAlerts": 0', '"truncatedAlerts": ' + "9" * 5000).encode(),
+            "an integer with 5000 digits is too long",
+        ),
+    ],
+)
+async def test_input_that_crashed_the_handler_is_a_400_naming_the_field_and_changes_nothing(hook: Hook, raw, expected):
+    async for big in _hook(max_body_bytes=4 * 1024 * 1024):
+        status, body = await big.post_raw(raw)
+        assert (status, body["code"]) == (400, "invalid_payload"), body
+        assert expected in body["message"]
+        assert big.handler.events == [] and big.count("rejected") == 1 and big.count("failed") == 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"", "body is empty"),
+        (b"   ", "body is empty"),
+        (b"42", "body: expected a JSON object, got int"),
+        (b'"4"', "body: expected a JSON object, got str"),
+        (b"null", "body: expected a JSON object, got NoneType"),
+        (b"\xff\xfe{}", "body is not UTF-8: byte 0xff at line 1 column 1"),
+        (b'{"version": "4", "x": NaN}', "NaN is not a JSON number"),
+    ],
+)
+async def test_empty_scalar_or_undecodable_bodies_are_a_400(hook: Hook, raw, expected):
+    status, body = await hook.post_raw(raw)
+    assert (status, body["code"]) == (400, "invalid_payload")
+    assert expected in body["message"]
+    assert hook.handler.events == []
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"])
+async def test_a_body_that_is_not_declared_json_is_a_415(hook: Hook, content_type):
+    status, body = await hook.post_raw(json.dumps(payload()).encode(), {**BEARER, "Content-Type": content_type})
+    assert (status, body["code"]) == (415, "unsupported_media_type")
+    assert content_type in body["message"]
+    assert hook.handler.events == [] and hook.count("rejected") == 1
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "application/vnd.alert+json"])
+async def test_json_content_types_are_taken(hook: Hook, content_type):
+    status, _ = await hook.post_raw(json.dumps(payload()).encode(), {**BEARER, "Content-Type": content_type})
+    assert status == 200 and len(hook.handler.events) == 1
+
+
+async def test_odd_chunking_and_encodings_get_a_4xx(hook: Hook):
+    raw = json.dumps(payload()).encode()
+
+    async def one_byte_chunks() -> AsyncIterator[bytes]:
+        for i in range(len(raw)):
+            yield raw[i : i + 1]
+
+    status, body = await hook.post_raw(b"\x1f\x8bnot gzip at all", {**JSON, "Content-Encoding": "gzip"})
+    assert (status, body["code"]) == (400, "invalid_body")
+    assert "could not be read" in body["message"]
+    status, body = await hook.post_raw(b"not deflate", {**JSON, "Content-Encoding": "deflate"})
+    assert (status, body["code"]) == (400, "invalid_body")
+    bomb = gzip.compress(b" " * (8 * 1024 * 1024))  # 8 KiB on the wire, 8 MiB inflated
+    status, body = await hook.post_raw(bomb, {**JSON, "Content-Encoding": "gzip"})
+    assert (status, body["code"]) == (413, "payload_too_large")
+    assert hook.handler.events == [] and hook.count("rejected") == 3
+
+    status, _ = await hook.post_raw(gzip.compress(raw), {**JSON, "Content-Encoding": "gzip"})
+    assert status == 200
+    resp = await hook.client.post("/v1/alerts", data=one_byte_chunks(), headers=JSON)
+    assert resp.status == 200  # the same alert, chunked a byte at a time: a duplicate, not an error
+    assert (await resp.json())["alerts"][0]["outcome"] == "duplicate"
+
+
+async def test_an_unavailable_store_answers_503_with_retry_after_and_the_retry_acts(hook: Hook):
+    hook.handler.fail = StoreUnavailableError("state store read-only: disk full")
+    resp = await hook.client.post("/v1/alerts", json=payload(), headers=BEARER)
+    body = await resp.json()
+    assert (resp.status, body["code"]) == (503, "unavailable")
+    assert resp.headers["Retry-After"] == "5"
+    assert "state store read-only: disk full" in body["message"] and "Traceback" not in body["message"]
+    assert hook.count("failed") == 1
+
+    hook.handler.fail = None
+    status, body = await hook.post(payload())  # Alertmanager's retry: not a duplicate, it acts
+    assert status == 200 and body["alerts"][0]["outcome"] == "accepted"
+    assert len(hook.handler.events) == 1
 
 
 async def test_a_failing_decision_answers_500_and_the_retry_acts_only_on_the_rest(hook: Hook):

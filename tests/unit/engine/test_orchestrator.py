@@ -1,7 +1,8 @@
-"""The rollback orchestrator with a plain fake for every port (no I/O but a real SQLite state store in tmp_path).
+"""The rollback procedure with a plain fake for every port (no I/O but a real SQLite state store in tmp_path).
 
-Versions v1 (oldest, verified), v2 (verified, the traffic controller's stable) and v3 (the candidate, newest);
-every test starts with v2=50 v3=50 and a rule blaming v3 unless it says otherwise.
+Events enter through Admission, as in the agent (its reasons not to act are tested in test_admission.py; here
+cooldown and cap are off). Versions v1 (oldest, verified), v2 (verified, the traffic controller's stable) and v3
+(the candidate, newest); every test starts with v2=50 v3=50 and a rule blaming v3 unless it says otherwise.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import pytest
 
 from agent.adapters.store.sqlite_store import SqliteStateStore
 from agent.domain.audit_chain import verify_chain
-from agent.engine.decisions import Action, Cause, DecisionOutcome, TriggerEvent
+from agent.engine.admission import Admission, AdmissionSettings
+from agent.engine.decisions import Action, Cause, Decision, DecisionOutcome, TriggerEvent
 from agent.engine.orchestrator import RollbackOrchestrator, RollbackSettings, TargetCandidate
 from agent.engine.traffic import TrafficController
 from agent.pb.rollback_agent.v1 import audit_pb2
@@ -29,6 +31,7 @@ from agent.ports.rollback import (
 from agent.ports.route_sink import Confirmation, RouteApplied, RouteRejectedError
 from agent.telemetry import AgentMetrics
 from harness.wait import async_wait_until
+from tests.unit.engine.test_traffic import established_store
 
 MODEL = "credit"
 VERSIONS = ["v1", "v2", "v3"]
@@ -138,10 +141,13 @@ class FakeVerifier:
         self.results: dict[str, VerificationResult] = {}
         self.calls: list[tuple[str, float]] = []
         self.watch_s = 0.0  # how long the fake watches (the real one watches the window)
+        self.release: asyncio.Event | None = None  # set: the verification waits for it
 
     async def verify(self, version: str, window_s: float) -> VerificationResult:
         self.calls.append((version, window_s))
         await asyncio.sleep(self.watch_s)
+        if self.release is not None:
+            await self.release.wait()
         return self.results.get(version, VerificationResult(True, f"{version} within its baseline"))
 
 
@@ -176,11 +182,11 @@ class Clock:
 
 
 class Rig:
-    def __init__(self, store: SqliteStateStore, settings: RollbackSettings) -> None:
+    def __init__(self, store: SqliteStateStore, settings: RollbackSettings, clock: Clock | None = None) -> None:
         self.store = store
         self.sink = FakeSink()
         self.metrics = AgentMetrics(MODEL)
-        self.clock = Clock()
+        self.clock = clock or Clock()
         self.traffic = TrafficController(
             model=MODEL,
             versions=list(VERSIONS),
@@ -209,10 +215,28 @@ class Rig:
             settings=settings,
             wall_clock=self.clock,
         )
+        self.monotonic = Clock()
+        self.admission = Admission(
+            traffic=self.traffic,
+            store=store,
+            procedure=self.orchestrator,
+            settings=AdmissionSettings(
+                cooldown_s=settings.cooldown_s, max_per_hour=settings.max_per_hour, escalation_retry_s=30
+            ),
+            statuses=lambda: self.planner.status,
+            wall_clock=self.clock,
+            monotonic=self.monotonic,
+        )
+        self.orchestrator.on_follow_up = self.admission.forget_last_rollback
+
+    async def handle(self, event: TriggerEvent) -> Decision:
+        return await self.admission.handle(event)
 
     async def rearm(self, **weights: int) -> None:
-        """An operator puts traffic back on the candidate (between rollbacks)."""
-        await self.traffic.set_weights(weights or {"v2": 50, "v3": 50}, reason="re-arm", actor="operator:test")
+        """An operator puts traffic back on the candidate (between rollbacks; forced: it was marked failed)."""
+        await self.traffic.set_weights(
+            weights or {"v2": 50, "v3": 50}, reason="re-arm", actor="operator:test", force=True
+        )
 
     def weights(self) -> dict[str, int]:
         return self.traffic.desired.as_dict()
@@ -221,7 +245,20 @@ class Rig:
         return self.metrics.registry.get_sample_value(name, {"model": MODEL, **labels}) or 0.0
 
     async def rollbacks(self) -> list[audit_pb2.AuditRecord]:
-        return [r for r in await self.store.audit_records() if r.WhichOneof("event") == "rollback"]
+        """The final Rollback records (what became of each rollback)."""
+        return [
+            r
+            for r in await self.store.records()
+            if r.WhichOneof("event") == "rollback" and r.rollback.outcome != "switched"
+        ]
+
+    async def switched(self) -> list[audit_pb2.AuditRecord]:
+        """The Rollback records written right after a switch, before verification."""
+        return [
+            r
+            for r in await self.store.records()
+            if r.WhichOneof("event") == "rollback" and r.rollback.outcome == "switched"
+        ]
 
     async def wait_rollbacks(self, n: int, timeout_s: float = 5.0) -> list[audit_pb2.AuditRecord]:
         async def enough() -> list[audit_pb2.AuditRecord] | None:
@@ -236,14 +273,15 @@ SETTINGS = RollbackSettings(cooldown_s=0, max_per_hour=100, verify_window_s=0.5,
 
 @pytest.fixture
 async def store(tmp_path: Path):
-    s = await SqliteStateStore.open(tmp_path / "state.db")
+    s = await established_store(tmp_path / "state.db", {"v1": 0, "v2": 50, "v3": 50}, model=MODEL)
     yield s
     await s.close()
 
 
-async def make_rig(store: SqliteStateStore, settings: RollbackSettings = SETTINGS) -> Rig:
-    rig = Rig(store, settings)
-    await rig.traffic.start({"v2": 50, "v3": 50})
+async def make_rig(store: SqliteStateStore, settings: RollbackSettings = SETTINGS, clock: Clock | None = None) -> Rig:
+    rig = Rig(store, settings, clock)
+    await rig.traffic.start()
+    await rig.admission.restore(await store.records())
     return rig
 
 
@@ -302,7 +340,7 @@ def phase(record: audit_pb2.Rollback, name: str) -> audit_pb2.Phase:
 
 
 async def test_rolls_back_to_the_most_recent_verified_older_version(rig: Rig):
-    decision = await rig.orchestrator.handle(rule_event())
+    decision = await rig.handle(rule_event())
     assert decision.outcome is DecisionOutcome.ROLLED_BACK, decision
     assert decision.rollback_id
     assert rig.weights() == {"v1": 0, "v2": 100, "v3": 0}
@@ -319,12 +357,16 @@ async def test_rolls_back_to_the_most_recent_verified_older_version(rig: Rig):
     assert [v for v, _ in rig.planner.verified] == ["v2"]
     assert rig.metric("rollback_agent_rollbacks_total", cause="rule", outcome="recovered") == 1
     assert rig.metric("rollback_agent_verifications_total", outcome="passed") == 1
-    trail = await rig.store.audit_records()
+    trail = await rig.store.records()
     assert verify_chain(trail) == []
-    # The switch, the status mark and the rollback, in that order, in the hash chain.
+    # The switch (intent, outcome), the status mark, the switched rollback and its final record, in that order.
     events = [r.WhichOneof("event") for r in trail]
-    assert events[-3:] == ["traffic_changed", "version_status_changed", "rollback"], events
-    status = trail[-2]
+    assert events[-5:] == ["traffic_intent", "traffic_changed", "version_status_changed", "rollback", "rollback"]
+    assert [r.rollback.outcome for r in trail[-2:]] == ["switched", "recovered"]
+    intent = trail[-5].traffic_intent
+    assert intent.rollback_id == decision.rollback_id
+    assert intent.trigger.rule.rule == "error-rate", "the switch's intent carries the trigger"
+    status = trail[-3]
     assert (status.version_status_changed.version, status.version_status_changed.from_status) == ("v3", "candidate")
     assert status.version_status_changed.to_status == "failed"
     assert status.version_status_changed.reason.startswith(f"rollback {decision.rollback_id}: ")
@@ -333,7 +375,7 @@ async def test_rolls_back_to_the_most_recent_verified_older_version(rig: Rig):
 
 async def test_audit_record_carries_trigger_targets_phases_outcome_and_archive(rig: Rig):
     rig.planner.incompatible["v2"] = ("needs 4096 MB of memory, the pod has 2048 MB",)
-    decision = await rig.orchestrator.handle(rule_event())
+    decision = await rig.handle(rule_event())
     [audit] = await rig.wait_rollbacks(1)
     record = audit.rollback
     assert audit.actor == "rule:error-rate" and audit.model == MODEL
@@ -376,7 +418,7 @@ async def test_audit_record_carries_trigger_targets_phases_outcome_and_archive(r
 
 async def test_incompatible_target_is_skipped_with_its_reason_and_the_next_older_is_chosen(rig: Rig):
     rig.planner.incompatible["v2"] = ("needs runtime sklearn-1.5/python-3.12, the pod provides sklearn-1.4",)
-    decision = await rig.orchestrator.handle(rule_event())
+    decision = await rig.handle(rule_event())
     assert decision.outcome is DecisionOutcome.ROLLED_BACK
     assert rig.weights() == {"v1": 100, "v2": 0, "v3": 0}
     assert "v2" not in rig.health.checked, "a statically incompatible target is not even probed"
@@ -389,7 +431,7 @@ async def test_incompatible_target_is_skipped_with_its_reason_and_the_next_older
 
 async def test_unhealthy_target_is_skipped(rig: Rig):
     rig.health.unhealthy["v2"] = [CheckResult("golden_inference", False, "predict = [1] expected [0]")]
-    decision = await rig.orchestrator.handle(rule_event())
+    decision = await rig.handle(rule_event())
     assert decision.outcome is DecisionOutcome.ROLLED_BACK
     assert rig.weights() == {"v1": 100, "v2": 0, "v3": 0}
     [audit] = await rig.wait_rollbacks(1)
@@ -402,7 +444,7 @@ async def test_no_eligible_target_escalates_and_moves_no_traffic(rig: Rig):
     rig.health.unhealthy["v2"] = [CheckResult("ready", False, "not ready (HTTP 503)")]
     rig.planner.incompatible["v1"] = ("needs 1 GPU, the pod has 0",)
     applied_before = len(rig.sink.applied)
-    decision = await rig.orchestrator.handle(rule_event())
+    decision = await rig.handle(rule_event())
     assert decision.outcome is DecisionOutcome.FAILED
     assert "no eligible rollback target" in decision.detail and "traffic unchanged" in decision.detail
     assert rig.weights() == {"v1": 0, "v2": 50, "v3": 50}
@@ -423,7 +465,7 @@ async def test_no_eligible_target_escalates_and_moves_no_traffic(rig: Rig):
 
 async def test_no_verified_older_version_escalates(rig: Rig):
     rig.planner.status["v1"] = rig.planner.status["v2"] = "failed"
-    decision = await rig.orchestrator.handle(rule_event())
+    decision = await rig.handle(rule_event())
     assert decision.outcome is DecisionOutcome.FAILED
     assert rig.weights() == {"v1": 0, "v2": 50, "v3": 50}
     assert rig.metric("rollback_agent_escalations_total", reason="no_eligible_target") == 1
@@ -436,7 +478,7 @@ async def test_no_verified_older_version_escalates(rig: Rig):
 async def test_target_not_loaded_is_warmed_before_the_switch(rig: Rig):
     rig.health.loaded.discard("v2")
     applied_before = len(rig.sink.applied)
-    decision = await rig.orchestrator.handle(rule_event())
+    decision = await rig.handle(rule_event())
     assert decision.outcome is DecisionOutcome.ROLLED_BACK
     assert rig.warmer.calls == [("v2", 7)]
     assert rig.warmer.applied_when_warmed == [applied_before], "warmed before any traffic moved"
@@ -453,7 +495,7 @@ async def test_warm_up_timeout_escalates_without_moving_traffic(rig: Rig):
     rig.health.loaded.discard("v2")
     rig.warmer.fail = "v2 did not become ready within 7s after the load call"
     applied_before = len(rig.sink.applied)
-    decision = await rig.orchestrator.handle(rule_event())
+    decision = await rig.handle(rule_event())
     assert decision.outcome is DecisionOutcome.FAILED
     assert "v2: warm-up failed: v2 did not become ready" in decision.detail
     assert len(rig.sink.applied) == applied_before
@@ -471,7 +513,7 @@ async def test_warm_up_timeout_escalates_without_moving_traffic(rig: Rig):
 async def test_warm_up_failure_moves_on_to_the_next_older_target(rig: Rig):
     rig.health.loaded.discard("v2")
     rig.warmer.fail = "v2 did not become ready within 7s after the load call"
-    decision = await rig.orchestrator.handle(rule_event())
+    decision = await rig.handle(rule_event())
     assert decision.outcome is DecisionOutcome.ROLLED_BACK
     assert rig.weights() == {"v1": 100, "v2": 0, "v3": 0}
     [audit] = await rig.wait_rollbacks(1)  # written after the (background) verification
@@ -481,7 +523,7 @@ async def test_warm_up_failure_moves_on_to_the_next_older_target(rig: Rig):
 
 async def test_rejected_switch_escalates_and_keeps_the_routing(rig: Rig):
     rig.sink.fail = RouteRejectedError("envoy-1 NACKed the route: bad cluster")
-    decision = await rig.orchestrator.handle(rule_event())
+    decision = await rig.handle(rule_event())
     assert decision.outcome is DecisionOutcome.FAILED
     assert "envoy-1 NACKed the route" in decision.detail
     assert rig.weights() == {"v1": 0, "v2": 50, "v3": 50}, "the previous policy is restored"
@@ -495,7 +537,7 @@ async def test_rejected_switch_escalates_and_keeps_the_routing(rig: Rig):
 
 async def test_verification_failure_escalates_by_default(rig: Rig):
     rig.verifier.results["v2"] = VerificationResult(False, "error rate 9.00% > 1.00% over 0s")
-    decision = await rig.orchestrator.handle(rule_event())
+    decision = await rig.handle(rule_event())
     assert decision.outcome is DecisionOutcome.ROLLED_BACK
     [audit] = await rig.wait_rollbacks(1)
     assert audit.rollback.outcome == "verification_failed"
@@ -514,7 +556,7 @@ async def test_verification_failure_with_next_target_moves_on_to_the_next_older_
     rig = await make_rig(store, settings)
     try:
         rig.verifier.results["v2"] = VerificationResult(False, "p99 90 ms > 1.5 x baseline 44 ms")
-        decision = await rig.orchestrator.handle(rule_event())
+        decision = await rig.handle(rule_event())
         assert decision.outcome is DecisionOutcome.ROLLED_BACK
         first, second = await rig.wait_rollbacks(2)
         assert (first.rollback.from_version, first.rollback.to_version) == ("v3", "v2")
@@ -530,113 +572,12 @@ async def test_verification_failure_with_next_target_moves_on_to_the_next_older_
         await rig.orchestrator.close()
 
 
-# --- suppression --------------------------------------------------------------------------------------------------
-
-
-async def test_cooldown_suppresses_automatic_rollbacks_but_not_operator_ones(store: SqliteStateStore):
-    """After a rollback to X, an automatic rollback away from X waits out the cooldown (no ping-pong)."""
-    rig = await make_rig(store, RollbackSettings(cooldown_s=300, max_per_hour=100, verify_window_s=0))
-    try:
-        assert (await rig.orchestrator.handle(rule_event("v3"))).outcome is DecisionOutcome.ROLLED_BACK
-        assert rig.weights() == {"v1": 0, "v2": 100, "v3": 0}
-        rig.clock.now += 100
-        decision = await rig.orchestrator.handle(rule_event("v2"))
-        assert decision.outcome is DecisionOutcome.SUPPRESSED
-        assert decision.detail == "cooldown: the last rollback moved traffic to v2 100s ago (200s left)", decision
-        assert rig.weights() == {"v1": 0, "v2": 100, "v3": 0}
-        assert rig.metric("rollback_agent_rollbacks_total", cause="rule", outcome="suppressed") == 1
-        suppressed = [r for r in await rig.rollbacks() if r.rollback.outcome == "suppressed"]
-        assert len(suppressed) == 1 and "cooldown" in suppressed[0].rollback.detail
-        assert suppressed[0].rollback.from_version == "v2" and suppressed[0].rollback.to_version == ""
-        # An alert is automatic too.
-        assert (await rig.orchestrator.handle(alert_event("v2"))).outcome is DecisionOutcome.SUPPRESSED
-        # A new canary someone routed traffic to since is not held back by the cooldown.
-        await rig.rearm(v2=50, v3=50)
-        assert (await rig.orchestrator.handle(rule_event("v3"))).outcome is DecisionOutcome.ROLLED_BACK
-        # An operator is never held back by the cooldown.
-        decision = await rig.orchestrator.handle(operator_event(target="v1"))
-        assert decision.outcome is DecisionOutcome.ROLLED_BACK, decision
-        assert rig.weights() == {"v1": 100, "v2": 0, "v3": 0}
-        # Once the cooldown after the rollback to v2 passed, accusing v2 rolls back again.
-        await rig.rearm(v2=100)
-        rig.clock.now += 301
-        decision = await rig.orchestrator.handle(rule_event("v2"))
-        assert decision.outcome is DecisionOutcome.ROLLED_BACK, decision
-        assert rig.weights() == {"v1": 100, "v2": 0, "v3": 0}
-    finally:
-        await rig.orchestrator.close()
-
-
-async def test_hourly_cap_suppresses_automatic_rollbacks_but_not_operator_ones(store: SqliteStateStore):
-    rig = await make_rig(store, RollbackSettings(cooldown_s=0, max_per_hour=2, verify_window_s=0))
-    try:
-        for _ in range(2):
-            assert (await rig.orchestrator.handle(rule_event())).outcome is DecisionOutcome.ROLLED_BACK
-            await rig.rearm()
-            rig.clock.now += 60
-        decision = await rig.orchestrator.handle(rule_event())
-        assert decision.outcome is DecisionOutcome.SUPPRESSED
-        assert "rate cap: 2 automatic rollbacks in the last hour (max 2)" in decision.detail
-        assert rig.weights() == {"v1": 0, "v2": 50, "v3": 50}
-        assert (await rig.orchestrator.handle(operator_event())).outcome is DecisionOutcome.ROLLED_BACK
-        await rig.rearm()
-        # Operator rollbacks do not count against the cap; an hour after the first two, automatic again.
-        rig.clock.now += 3600
-        assert (await rig.orchestrator.handle(rule_event())).outcome is DecisionOutcome.ROLLED_BACK
-    finally:
-        await rig.orchestrator.close()
-
-
-async def test_paused_automation_suppresses_automatic_rollbacks_only(rig: Rig):
-    await rig.traffic.set_paused(True, reason="incident INC-42 in progress", actor="operator:bob")
-    decision = await rig.orchestrator.handle(rule_event())
-    assert decision.outcome is DecisionOutcome.SUPPRESSED
-    assert decision.detail == "automation paused by an operator (incident INC-42 in progress)"
-    assert (await rig.orchestrator.handle(alert_event())).outcome is DecisionOutcome.SUPPRESSED
-    assert rig.weights() == {"v1": 0, "v2": 50, "v3": 50}
-    assert rig.planner.targets_calls == [], "a suppressed rollback does not even select"
-    decision = await rig.orchestrator.handle(operator_event())
-    assert decision.outcome is DecisionOutcome.ROLLED_BACK
-    assert rig.weights() == {"v1": 0, "v2": 100, "v3": 0}
-
-
-async def test_duplicate_dedupe_key_is_suppressed(rig: Rig):
-    first = await rig.orchestrator.handle(alert_event(key="fp-1@2024-08-12T09:30:00Z"))
-    assert first.outcome is DecisionOutcome.ROLLED_BACK
-    await rig.rearm()
-    applied = len(rig.sink.applied)
-    again = await rig.orchestrator.handle(alert_event(key="fp-1@2024-08-12T09:30:00Z"))
-    assert again.outcome is DecisionOutcome.SUPPRESSED
-    assert "duplicate" in again.detail
-    assert len(rig.sink.applied) == applied
-    assert rig.weights() == {"v1": 0, "v2": 50, "v3": 50}
-    other = await rig.orchestrator.handle(alert_event(key="fp-1@2024-08-12T10:00:00Z"))
-    assert other.outcome is DecisionOutcome.ROLLED_BACK
-
-
-# --- holds, alerts, nothing to do --------------------------------------------------------------------------------
-
-
-async def test_hold_then_resolved_alert_releases_it_and_never_moves_traffic(rig: Rig):
-    applied = len(rig.sink.applied)
-    held = await rig.orchestrator.handle(alert_event(action=Action.HOLD, key="a"))
-    assert held.outcome is DecisionOutcome.HELD
-    assert rig.orchestrator.holds == {"v3": "ModelHighErrorRate"}
-    released = await rig.orchestrator.handle(alert_event(action=Action.HOLD, key="b", resolved=True))
-    assert released.outcome is DecisionOutcome.HOLD_RELEASED
-    assert rig.orchestrator.holds == {}
-    # A resolved rollback alert with no hold is only recorded.
-    resolved = await rig.orchestrator.handle(alert_event(key="c", resolved=True))
-    assert resolved.outcome is DecisionOutcome.RECORDED
-    assert "no traffic moves" in resolved.detail
-    assert len(rig.sink.applied) == applied
-    assert rig.weights() == {"v1": 0, "v2": 50, "v3": 50}
-    assert rig.planner.targets_calls == []
+# --- alert-only, nothing to do ---------------------------------------------------------------------------------
 
 
 async def test_alert_only_action_records_only(rig: Rig):
     applied = len(rig.sink.applied)
-    decision = await rig.orchestrator.handle(rule_event(action=Action.ALERT))
+    decision = await rig.handle(rule_event(action=Action.ALERT))
     assert decision.outcome is DecisionOutcome.RECORDED
     assert decision.detail.startswith("alert only:")
     assert len(rig.sink.applied) == applied
@@ -645,7 +586,7 @@ async def test_alert_only_action_records_only(rig: Rig):
 
 
 async def test_version_without_traffic_is_nothing_to_roll_back(rig: Rig):
-    decision = await rig.orchestrator.handle(rule_event("v1"))
+    decision = await rig.handle(rule_event("v1"))
     assert decision.outcome is DecisionOutcome.RECORDED
     assert "v1 receives no traffic" in decision.detail
     assert rig.planner.targets_calls == []
@@ -654,10 +595,10 @@ async def test_version_without_traffic_is_nothing_to_roll_back(rig: Rig):
 async def test_operator_naming_the_target_rolls_back_from_the_stable_version_too(rig: Rig):
     await rig.rearm(v2=100)  # everything on the controller's stable version
     # Without a target, an operator rollback with only the stable version serving has nothing to do.
-    decision = await rig.orchestrator.handle(operator_event())
+    decision = await rig.handle(operator_event())
     assert decision.outcome is DecisionOutcome.RECORDED, decision
     assert rig.planner.targets_calls == []
-    decision = await rig.orchestrator.handle(operator_event(target="v1"))
+    decision = await rig.handle(operator_event(target="v1"))
     assert decision.outcome is DecisionOutcome.ROLLED_BACK, decision
     assert rig.planner.targets_calls == [("v2", "v1")]
     assert rig.weights() == {"v1": 100, "v2": 0, "v3": 0}
@@ -665,7 +606,7 @@ async def test_operator_naming_the_target_rolls_back_from_the_stable_version_too
 
 
 async def test_operator_rollback_blames_the_serving_candidate_and_may_name_the_target(rig: Rig):
-    decision = await rig.orchestrator.handle(operator_event(target="v1"))
+    decision = await rig.handle(operator_event(target="v1"))
     assert decision.outcome is DecisionOutcome.ROLLED_BACK
     assert rig.planner.targets_calls == [("v3", "v1")]
     assert rig.weights() == {"v1": 100, "v2": 0, "v3": 0}
@@ -681,7 +622,7 @@ async def test_operator_rollback_blames_the_serving_candidate_and_may_name_the_t
 async def test_slow_archive_does_not_delay_the_switch(rig: Rig):
     rig.archiver.release = asyncio.Event()
     # Were the switch to wait for the archive, it would wait forever: bound it.
-    decision = await asyncio.wait_for(rig.orchestrator.handle(rule_event()), 5)
+    decision = await asyncio.wait_for(rig.handle(rule_event()), 5)
     assert decision.outcome is DecisionOutcome.ROLLED_BACK
     assert rig.weights() == {"v1": 0, "v2": 100, "v3": 0}
     switch_acked = rig.sink.acked_at[-1]
@@ -702,7 +643,7 @@ async def test_slow_archive_does_not_delay_the_switch(rig: Rig):
 
 async def test_escalation_still_archives_the_failed_state(rig: Rig):
     rig.sink.fail = RouteRejectedError("envoy-1 NACKed the route")
-    decision = await asyncio.wait_for(rig.orchestrator.handle(rule_event()), 5)
+    decision = await asyncio.wait_for(rig.handle(rule_event()), 5)
     assert decision.outcome is DecisionOutcome.FAILED
     [inputs] = rig.archiver.inputs
     assert inputs.failing_version == "v3"
@@ -713,7 +654,7 @@ async def test_escalation_still_archives_the_failed_state(rig: Rig):
 
 async def test_failed_archive_is_recorded_and_the_rollback_stands(rig: Rig):
     rig.archiver.fail = True
-    decision = await rig.orchestrator.handle(rule_event())
+    decision = await rig.handle(rule_event())
     assert decision.outcome is DecisionOutcome.ROLLED_BACK
     [audit] = await rig.wait_rollbacks(1)
     assert audit.rollback.outcome == "recovered"
@@ -725,20 +666,39 @@ async def test_failed_archive_is_recorded_and_the_rollback_stands(rig: Rig):
 async def test_archive_phase_is_the_archive_run_not_the_wait_for_it(rig: Rig):
     rig.archiver.delay_s = 0.2
     rig.verifier.watch_s = 0.6  # the archive is done long before the verification ends
-    await rig.orchestrator.handle(rule_event())
+    await rig.handle(rule_event())
     [audit] = await rig.wait_rollbacks(1, timeout_s=10)
     archive = phase(audit.rollback, "archive")
     assert phase(audit.rollback, "verify").duration_ms >= 590
     assert 190 <= archive.duration_ms < 500, archive
 
 
-async def test_an_escalated_trigger_is_not_a_duplicate_when_it_comes_again(rig: Rig):
-    rig.health.unhealthy["v2"] = [CheckResult("ready", False, "timed out")]
-    rig.planner.incompatible["v1"] = ("needs 1 GPU, the pod has 0",)
-    first = await rig.orchestrator.handle(rule_event(key="alert:k"))
-    assert first.outcome is DecisionOutcome.FAILED
-    rig.health.unhealthy.pop("v2")  # the target's health check passes again
-    second = await rig.orchestrator.handle(rule_event(key="alert:k"))
-    assert second.outcome is DecisionOutcome.ROLLED_BACK
-    third = await rig.orchestrator.handle(rule_event(key="alert:k"))
-    assert third.outcome is DecisionOutcome.SUPPRESSED  # acted once: a duplicate from now on
+# --- what is on record while the verification runs -----------------------------------------------------------------
+
+
+async def test_the_switch_is_on_record_when_run_returns_before_verification_finishes(rig: Rig):
+    rig.verifier.release = asyncio.Event()  # the verification window has not ended
+    decision = await rig.handle(rule_event())
+    assert decision.outcome is DecisionOutcome.ROLLED_BACK
+    # A stop now must leave a record of the switch: the next start records its interruption.
+    [switched] = await rig.switched()
+    assert switched.rollback.rollback_id == decision.rollback_id
+    assert (switched.rollback.from_version, switched.rollback.to_version) == ("v3", "v2")
+    assert switched.actor == "rule:error-rate"
+    assert await rig.rollbacks() == [], "no final record before the verification ends"
+    rig.verifier.release.set()
+    [final] = await rig.wait_rollbacks(1)
+    assert final.rollback.outcome == "recovered" and final.rollback.rollback_id == decision.rollback_id
+
+
+async def test_an_inconclusive_verification_is_recorded_as_inconclusive_not_recovered(rig: Rig):
+    rig.verifier.results["v2"] = VerificationResult(None, "3 requests in the window, 50 needed")
+    decision = await rig.handle(rule_event())
+    assert decision.outcome is DecisionOutcome.ROLLED_BACK
+    [audit] = await rig.wait_rollbacks(1)
+    assert audit.rollback.outcome == "inconclusive"
+    assert audit.rollback.detail == "3 requests in the window, 50 needed"
+    assert phase(audit.rollback, "verify").outcome == "skipped"
+    assert rig.planner.verified == [], "an unverified target is not marked verified"
+    assert rig.metric("rollback_agent_verifications_total", outcome="inconclusive") == 1
+    assert rig.metric("rollback_agent_rollbacks_total", cause="rule", outcome="inconclusive") == 1

@@ -8,7 +8,9 @@ import pytest
 from agent.adapters.registry import FileRegistry, open_registry
 from agent.adapters.store.sqlite_store import SqliteStateStore
 from agent.config import parse_config
+from agent.domain.records import policy_to_pb
 from agent.domain.traffic import TrafficPolicy
+from agent.pb.rollback_agent.v1 import audit_pb2
 from agent.ports.registry import StatusTransitionError, UnknownVersionError, VersionStatus
 from agent.registry import EvidenceCheck, Registry, RegistryFileError, rollback_targets
 
@@ -135,7 +137,7 @@ async def test_the_overlay_shares_state_db_with_the_state_store(tmp_path: Path, 
     store = await SqliteStateStore.open(db)
     registry = await FileRegistry.from_file(registry_file, db)
     policy = TrafficPolicy((("v1", 0), ("v2", 100), ("v3", 0)), 2, "r", "operator:ana", 1.0)
-    await store.save_policy(policy)
+    await store.change_policy(policy, audit_pb2.TrafficIntent(to_policy=policy_to_pb(policy)), "operator:ana")
     await registry.set_status("v3", S.FAILED, "r", "operator:ana")
     await store.close()
     await registry.close()

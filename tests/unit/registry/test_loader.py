@@ -131,9 +131,49 @@ def test_a_verified_version_needs_passed_evidence():
 
 
 def test_not_yaml_or_not_a_mapping_or_unreadable(tmp_path: Path):
-    with pytest.raises(RegistryFileError, match=r"registry\.yaml: not valid YAML"):
+    with pytest.raises(RegistryFileError, match=r"registry\.yaml:1: not valid YAML"):
         parse_registry("model: [", "registry.yaml")
-    with pytest.raises(RegistryFileError, match="expected a mapping at the top level, got list"):
+    with pytest.raises(RegistryFileError, match=r"registry\.yaml:1: expected a mapping at the top level, got list"):
         parse_registry("- v1", "registry.yaml")
     with pytest.raises(RegistryFileError, match="cannot read"):
         load_registry(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (("model: m\nversions: " + "[" * 3000 + "]" * 3000 + "\n").encode(), "registry.yaml:2: nested deeper than 64"),
+        (
+            (
+                "x0: &x0 ["
+                + ", ".join(["lol"] * 10)
+                + "]\n"
+                + "".join(f"x{i}: &x{i} [" + ", ".join([f"*x{i - 1}"] * 10) + "]\n" for i in range(1, 9))
+            ).encode(),
+            "registry.yaml:5: alias *x3 takes the document past 100000 nodes",
+        ),
+        (GOOD.encode().replace(b"tag: v2", b"tag: v\xe92"), "registry.yaml:21: not UTF-8 text: byte 0xe9"),
+        (GOOD.encode().replace(b"tag: v2", b"tag: v2\x00"), "registry.yaml:21: character U+0000 is not allowed"),
+        (GOOD.replace("2024-05-20T14:30:00+02:00", "2024-02-30").encode(), "registry.yaml:23: not valid YAML: cannot"),
+    ],
+    ids=["deep", "alias bomb", "invalid UTF-8", "NUL byte", "impossible date"],
+)
+def test_hostile_files_are_refused_with_the_file_and_line(tmp_path: Path, data: bytes, expected: str):
+    path = tmp_path / "registry.yaml"
+    path.write_bytes(data)
+    with pytest.raises(RegistryFileError) as err:
+        parse_registry(data, "registry.yaml")
+    assert str(err.value).startswith(expected)
+    with pytest.raises(RegistryFileError, match=f"^{path}:"):
+        load_registry(path)
+
+
+def test_merge_keys_share_provenance_between_versions():
+    text = GOOD.replace("    provenance:\n", "    provenance: &prov\n", 1)
+    second = text.index("    provenance:\n", text.index("tag: v2"))
+    end = text.index("    requirements:", second)
+    text = text[:second] + "    provenance: {<<: *prov, artifact_uri: s3://models/v2/model.joblib}\n" + text[end:]
+    source = parse_registry(text, "registry.yaml")
+    v1, v2 = (v.provenance for v in source.versions)
+    assert v1 is not None and v2 is not None
+    assert v2.artifact_uri == "s3://models/v2/model.joblib" and v2.training_data_uri == v1.training_data_uri

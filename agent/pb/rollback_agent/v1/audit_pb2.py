@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from agent.pb.rollback_agent.v1 import traffic_pb2 as rollback__agent_dot_v1_dot_traffic__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1drollback_agent/v1/audit.proto\x12\x11rollback_agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1frollback_agent/v1/traffic.proto\"\xc0\x04\n\x0b\x41uditRecord\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05model\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12<\n\x0ftraffic_changed\x18\n \x01(\x0b\x32!.rollback_agent.v1.TrafficChangedH\x00\x12<\n\x0f\x63onfig_rejected\x18\x0b \x01(\x0b\x32!.rollback_agent.v1.ConfigRejectedH\x00\x12\x42\n\x12\x61utomation_toggled\x18\x0c \x01(\x0b\x32$.rollback_agent.v1.AutomationToggledH\x00\x12/\n\x08rollback\x18\r \x01(\x0b\x32\x1b.rollback_agent.v1.RollbackH\x00\x12I\n\x16version_status_changed\x18\x0e \x01(\x0b\x32\'.rollback_agent.v1.VersionStatusChangedH\x00\x12:\n\x0erules_reloaded\x18\x0f \x01(\x0b\x32 .rollback_agent.v1.RulesReloadedH\x00\x12<\n\x0fverdict_changed\x18\x10 \x01(\x0b\x32!.rollback_agent.v1.VerdictChangedH\x00\x12\x11\n\tprev_hash\x18\x1e \x01(\x0c\x12\x0c\n\x04hash\x18\x1f \x01(\x0c\x42\x07\n\x05\x65vent\"\xd0\x01\n\x0eTrafficChanged\x12\x35\n\x0b\x66rom_policy\x18\x01 \x01(\x0b\x32 .rollback_agent.v1.TrafficPolicy\x12\x33\n\tto_policy\x18\x02 \x01(\x0b\x32 .rollback_agent.v1.TrafficPolicy\x12\x15\n\rroute_version\x18\x03 \x01(\t\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\x1a\n\x12\x64\x65\x63ision_to_ack_ms\x18\x05 \x01(\x01\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\"\\\n\x0e\x43onfigRejected\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08type_url\x18\x02 \x01(\t\x12\x18\n\x10rejected_version\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"3\n\x11\x41utomationToggled\x12\x0e\n\x06paused\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xad\x01\n\x07Trigger\x12.\n\x04rule\x18\x01 \x01(\x0b\x32\x1e.rollback_agent.v1.RuleVerdictH\x00\x12\x30\n\x05\x61lert\x18\x02 \x01(\x0b\x32\x1f.rollback_agent.v1.AlertTriggerH\x00\x12\x36\n\x08operator\x18\x03 \x01(\x0b\x32\".rollback_agent.v1.OperatorTriggerH\x00\x42\x08\n\x06source\"\xb5\x01\n\x0bRuleVerdict\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0f\n\x07verdict\x18\x04 \x01(\t\x12\r\n\x05value\x18\x05 \x01(\x01\x12\x11\n\tthreshold\x18\x06 \x01(\x01\x12\x10\n\x08window_s\x18\x07 \x01(\x01\x12\x0f\n\x07samples\x18\x08 \x01(\x04\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x13\n\x0bsource_file\x18\n \x01(\t\"\x8b\x03\n\x0c\x41lertTrigger\x12\x11\n\talertname\x18\x01 \x01(\t\x12;\n\x06labels\x18\x02 \x03(\x0b\x32+.rollback_agent.v1.AlertTrigger.LabelsEntry\x12\x45\n\x0b\x61nnotations\x18\x03 \x03(\x0b\x32\x30.rollback_agent.v1.AlertTrigger.AnnotationsEntry\x12\x15\n\rgenerator_url\x18\x04 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x05 \x01(\t\x12-\n\tstarts_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0creceived_via\x18\x07 \x01(\t\x12\x10\n\x08receiver\x18\x08 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"3\n\x0fOperatorTrigger\x12\x10\n\x08identity\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"{\n\x05Phase\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x01\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"0\n\rSkippedTarget\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x8e\x03\n\x08Rollback\x12\x13\n\x0brollback_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_version\x18\x02 \x01(\t\x12\x12\n\nto_version\x18\x03 \x01(\t\x12+\n\x07trigger\x18\x04 \x01(\x0b\x32\x1a.rollback_agent.v1.Trigger\x12(\n\x06phases\x18\x05 \x03(\x0b\x32\x18.rollback_agent.v1.Phase\x12\x31\n\x07skipped\x18\x06 \x03(\x0b\x32 .rollback_agent.v1.SkippedTarget\x12\x0f\n\x07outcome\x18\x07 \x01(\t\x12\x35\n\x0b\x66rom_policy\x18\x08 \x01(\x0b\x32 .rollback_agent.v1.TrafficPolicy\x12\x33\n\tto_policy\x18\t \x01(\x0b\x32 .rollback_agent.v1.TrafficPolicy\x12\x14\n\x0c\x61rchive_path\x18\n \x01(\t\x12\x16\n\x0e\x61rchive_sha256\x18\x0b \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x0c \x01(\t\"_\n\x14VersionStatusChanged\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x13\n\x0b\x66rom_status\x18\x02 \x01(\t\x12\x11\n\tto_status\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"<\n\rRulesReloaded\x12\r\n\x05\x66iles\x18\x01 \x03(\t\x12\r\n\x05rules\x18\x02 \x01(\r\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"`\n\x0eVerdictChanged\x12/\n\x07verdict\x18\x01 \x01(\x0b\x32\x1e.rollback_agent.v1.RuleVerdict\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1drollback_agent/v1/audit.proto\x12\x11rollback_agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1frollback_agent/v1/traffic.proto\"\xbe\x06\n\x0b\x41uditRecord\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05model\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12<\n\x0ftraffic_changed\x18\n \x01(\x0b\x32!.rollback_agent.v1.TrafficChangedH\x00\x12<\n\x0f\x63onfig_rejected\x18\x0b \x01(\x0b\x32!.rollback_agent.v1.ConfigRejectedH\x00\x12\x42\n\x12\x61utomation_toggled\x18\x0c \x01(\x0b\x32$.rollback_agent.v1.AutomationToggledH\x00\x12/\n\x08rollback\x18\r \x01(\x0b\x32\x1b.rollback_agent.v1.RollbackH\x00\x12I\n\x16version_status_changed\x18\x0e \x01(\x0b\x32\'.rollback_agent.v1.VersionStatusChangedH\x00\x12:\n\x0erules_reloaded\x18\x0f \x01(\x0b\x32 .rollback_agent.v1.RulesReloadedH\x00\x12<\n\x0fverdict_changed\x18\x10 \x01(\x0b\x32!.rollback_agent.v1.VerdictChangedH\x00\x12:\n\x0etraffic_intent\x18\x11 \x01(\x0b\x32 .rollback_agent.v1.TrafficIntentH\x00\x12\x36\n\x0chold_changed\x18\x12 \x01(\x0b\x32\x1e.rollback_agent.v1.HoldChangedH\x00\x12@\n\x11state_established\x18\x13 \x01(\x0b\x32#.rollback_agent.v1.StateEstablishedH\x00\x12\x46\n\x14rollback_interrupted\x18\x14 \x01(\x0b\x32&.rollback_agent.v1.RollbackInterruptedH\x00\x12\x11\n\tprev_hash\x18\x1e \x01(\x0c\x12\x0c\n\x04hash\x18\x1f \x01(\x0c\x42\x07\n\x05\x65vent\"\x84\x02\n\rTrafficIntent\x12\x11\n\tintent_id\x18\x01 \x01(\t\x12\x35\n\x0b\x66rom_policy\x18\x02 \x01(\x0b\x32 .rollback_agent.v1.TrafficPolicy\x12\x33\n\tto_policy\x18\x03 \x01(\x0b\x32 .rollback_agent.v1.TrafficPolicy\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x13\n\x0brollback_id\x18\x05 \x01(\t\x12+\n\x07trigger\x18\x06 \x01(\x0b\x32\x1a.rollback_agent.v1.Trigger\x12\x0e\n\x06\x66orced\x18\x07 \x01(\x08\x12\x12\n\noverridden\x18\x08 \x03(\t\"\xf7\x01\n\x0eTrafficChanged\x12\x35\n\x0b\x66rom_policy\x18\x01 \x01(\x0b\x32 .rollback_agent.v1.TrafficPolicy\x12\x33\n\tto_policy\x18\x02 \x01(\x0b\x32 .rollback_agent.v1.TrafficPolicy\x12\x15\n\rroute_version\x18\x03 \x01(\t\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\x1a\n\x12\x64\x65\x63ision_to_ack_ms\x18\x05 \x01(\x01\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\x12\x12\n\nintent_seq\x18\x07 \x01(\x04\x12\x11\n\tintent_id\x18\x08 \x01(\t\"\\\n\x0e\x43onfigRejected\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08type_url\x18\x02 \x01(\t\x12\x18\n\x10rejected_version\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"3\n\x11\x41utomationToggled\x12\x0e\n\x06paused\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xc1\x01\n\x07Trigger\x12.\n\x04rule\x18\x01 \x01(\x0b\x32\x1e.rollback_agent.v1.RuleVerdictH\x00\x12\x30\n\x05\x61lert\x18\x02 \x01(\x0b\x32\x1f.rollback_agent.v1.AlertTriggerH\x00\x12\x36\n\x08operator\x18\x03 \x01(\x0b\x32\".rollback_agent.v1.OperatorTriggerH\x00\x12\x12\n\ndedupe_key\x18\x04 \x01(\tB\x08\n\x06source\"\xb5\x01\n\x0bRuleVerdict\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0f\n\x07verdict\x18\x04 \x01(\t\x12\r\n\x05value\x18\x05 \x01(\x01\x12\x11\n\tthreshold\x18\x06 \x01(\x01\x12\x10\n\x08window_s\x18\x07 \x01(\x01\x12\x0f\n\x07samples\x18\x08 \x01(\x04\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x13\n\x0bsource_file\x18\n \x01(\t\"\x8b\x03\n\x0c\x41lertTrigger\x12\x11\n\talertname\x18\x01 \x01(\t\x12;\n\x06labels\x18\x02 \x03(\x0b\x32+.rollback_agent.v1.AlertTrigger.LabelsEntry\x12\x45\n\x0b\x61nnotations\x18\x03 \x03(\x0b\x32\x30.rollback_agent.v1.AlertTrigger.AnnotationsEntry\x12\x15\n\rgenerator_url\x18\x04 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x05 \x01(\t\x12-\n\tstarts_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0creceived_via\x18\x07 \x01(\t\x12\x10\n\x08receiver\x18\x08 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"I\n\x0fOperatorTrigger\x12\x10\n\x08identity\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x14\n\x0c\x63laimed_name\x18\x03 \x01(\t\"{\n\x05Phase\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x01\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"0\n\rSkippedTarget\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x8e\x03\n\x08Rollback\x12\x13\n\x0brollback_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_version\x18\x02 \x01(\t\x12\x12\n\nto_version\x18\x03 \x01(\t\x12+\n\x07trigger\x18\x04 \x01(\x0b\x32\x1a.rollback_agent.v1.Trigger\x12(\n\x06phases\x18\x05 \x03(\x0b\x32\x18.rollback_agent.v1.Phase\x12\x31\n\x07skipped\x18\x06 \x03(\x0b\x32 .rollback_agent.v1.SkippedTarget\x12\x0f\n\x07outcome\x18\x07 \x01(\t\x12\x35\n\x0b\x66rom_policy\x18\x08 \x01(\x0b\x32 .rollback_agent.v1.TrafficPolicy\x12\x33\n\tto_policy\x18\t \x01(\x0b\x32 .rollback_agent.v1.TrafficPolicy\x12\x14\n\x0c\x61rchive_path\x18\n \x01(\t\x12\x16\n\x0e\x61rchive_sha256\x18\x0b \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x0c \x01(\t\"_\n\x14VersionStatusChanged\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x13\n\x0b\x66rom_status\x18\x02 \x01(\t\x12\x11\n\tto_status\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"<\n\rRulesReloaded\x12\r\n\x05\x66iles\x18\x01 \x03(\t\x12\r\n\x05rules\x18\x02 \x01(\r\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"`\n\x0eVerdictChanged\x12/\n\x07verdict\x18\x01 \x01(\x0b\x32\x1e.rollback_agent.v1.RuleVerdict\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\"<\n\x0bHoldChanged\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0c\n\x04held\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xb6\x01\n\x10StateEstablished\x12\x0b\n\x03how\x18\x01 \x01(\t\x12\x10\n\x08store_id\x18\x02 \x01(\t\x12\x30\n\x06policy\x18\x03 \x01(\x0b\x32 .rollback_agent.v1.TrafficPolicy\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x19\n\x11previous_store_id\x18\x06 \x01(\t\x12\x16\n\x0eprevious_files\x18\x07 \x01(\t\"s\n\x13RollbackInterrupted\x12\x13\n\x0brollback_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_version\x18\x02 \x01(\t\x12\x12\n\nto_version\x18\x03 \x01(\t\x12\r\n\x05stage\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,35 +38,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ALERTTRIGGER_ANNOTATIONSENTRY']._loaded_options = None
   _globals['_ALERTTRIGGER_ANNOTATIONSENTRY']._serialized_options = b'8\001'
   _globals['_AUDITRECORD']._serialized_start=119
-  _globals['_AUDITRECORD']._serialized_end=695
-  _globals['_TRAFFICCHANGED']._serialized_start=698
-  _globals['_TRAFFICCHANGED']._serialized_end=906
-  _globals['_CONFIGREJECTED']._serialized_start=908
-  _globals['_CONFIGREJECTED']._serialized_end=1000
-  _globals['_AUTOMATIONTOGGLED']._serialized_start=1002
-  _globals['_AUTOMATIONTOGGLED']._serialized_end=1053
-  _globals['_TRIGGER']._serialized_start=1056
-  _globals['_TRIGGER']._serialized_end=1229
-  _globals['_RULEVERDICT']._serialized_start=1232
-  _globals['_RULEVERDICT']._serialized_end=1413
-  _globals['_ALERTTRIGGER']._serialized_start=1416
-  _globals['_ALERTTRIGGER']._serialized_end=1811
-  _globals['_ALERTTRIGGER_LABELSENTRY']._serialized_start=1714
-  _globals['_ALERTTRIGGER_LABELSENTRY']._serialized_end=1759
-  _globals['_ALERTTRIGGER_ANNOTATIONSENTRY']._serialized_start=1761
-  _globals['_ALERTTRIGGER_ANNOTATIONSENTRY']._serialized_end=1811
-  _globals['_OPERATORTRIGGER']._serialized_start=1813
-  _globals['_OPERATORTRIGGER']._serialized_end=1864
-  _globals['_PHASE']._serialized_start=1866
-  _globals['_PHASE']._serialized_end=1989
-  _globals['_SKIPPEDTARGET']._serialized_start=1991
-  _globals['_SKIPPEDTARGET']._serialized_end=2039
-  _globals['_ROLLBACK']._serialized_start=2042
-  _globals['_ROLLBACK']._serialized_end=2440
-  _globals['_VERSIONSTATUSCHANGED']._serialized_start=2442
-  _globals['_VERSIONSTATUSCHANGED']._serialized_end=2537
-  _globals['_RULESRELOADED']._serialized_start=2539
-  _globals['_RULESRELOADED']._serialized_end=2599
-  _globals['_VERDICTCHANGED']._serialized_start=2601
-  _globals['_VERDICTCHANGED']._serialized_end=2697
+  _globals['_AUDITRECORD']._serialized_end=949
+  _globals['_TRAFFICINTENT']._serialized_start=952
+  _globals['_TRAFFICINTENT']._serialized_end=1212
+  _globals['_TRAFFICCHANGED']._serialized_start=1215
+  _globals['_TRAFFICCHANGED']._serialized_end=1462
+  _globals['_CONFIGREJECTED']._serialized_start=1464
+  _globals['_CONFIGREJECTED']._serialized_end=1556
+  _globals['_AUTOMATIONTOGGLED']._serialized_start=1558
+  _globals['_AUTOMATIONTOGGLED']._serialized_end=1609
+  _globals['_TRIGGER']._serialized_start=1612
+  _globals['_TRIGGER']._serialized_end=1805
+  _globals['_RULEVERDICT']._serialized_start=1808
+  _globals['_RULEVERDICT']._serialized_end=1989
+  _globals['_ALERTTRIGGER']._serialized_start=1992
+  _globals['_ALERTTRIGGER']._serialized_end=2387
+  _globals['_ALERTTRIGGER_LABELSENTRY']._serialized_start=2290
+  _globals['_ALERTTRIGGER_LABELSENTRY']._serialized_end=2335
+  _globals['_ALERTTRIGGER_ANNOTATIONSENTRY']._serialized_start=2337
+  _globals['_ALERTTRIGGER_ANNOTATIONSENTRY']._serialized_end=2387
+  _globals['_OPERATORTRIGGER']._serialized_start=2389
+  _globals['_OPERATORTRIGGER']._serialized_end=2462
+  _globals['_PHASE']._serialized_start=2464
+  _globals['_PHASE']._serialized_end=2587
+  _globals['_SKIPPEDTARGET']._serialized_start=2589
+  _globals['_SKIPPEDTARGET']._serialized_end=2637
+  _globals['_ROLLBACK']._serialized_start=2640
+  _globals['_ROLLBACK']._serialized_end=3038
+  _globals['_VERSIONSTATUSCHANGED']._serialized_start=3040
+  _globals['_VERSIONSTATUSCHANGED']._serialized_end=3135
+  _globals['_RULESRELOADED']._serialized_start=3137
+  _globals['_RULESRELOADED']._serialized_end=3197
+  _globals['_VERDICTCHANGED']._serialized_start=3199
+  _globals['_VERDICTCHANGED']._serialized_end=3295
+  _globals['_HOLDCHANGED']._serialized_start=3297
+  _globals['_HOLDCHANGED']._serialized_end=3357
+  _globals['_STATEESTABLISHED']._serialized_start=3360
+  _globals['_STATEESTABLISHED']._serialized_end=3542
+  _globals['_ROLLBACKINTERRUPTED']._serialized_start=3544
+  _globals['_ROLLBACKINTERRUPTED']._serialized_end=3659
 # @@protoc_insertion_point(module_scope)

@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AuditRecord(_message.Message):
-    __slots__ = ("seq", "at", "model", "actor", "traffic_changed", "config_rejected", "automation_toggled", "rollback", "version_status_changed", "rules_reloaded", "verdict_changed", "prev_hash", "hash")
+    __slots__ = ("seq", "at", "model", "actor", "traffic_changed", "config_rejected", "automation_toggled", "rollback", "version_status_changed", "rules_reloaded", "verdict_changed", "traffic_intent", "hold_changed", "state_established", "rollback_interrupted", "prev_hash", "hash")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,10 @@ class AuditRecord(_message.Message):
     VERSION_STATUS_CHANGED_FIELD_NUMBER: _ClassVar[int]
     RULES_RELOADED_FIELD_NUMBER: _ClassVar[int]
     VERDICT_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    TRAFFIC_INTENT_FIELD_NUMBER: _ClassVar[int]
+    HOLD_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    STATE_ESTABLISHED_FIELD_NUMBER: _ClassVar[int]
+    ROLLBACK_INTERRUPTED_FIELD_NUMBER: _ClassVar[int]
     PREV_HASH_FIELD_NUMBER: _ClassVar[int]
     HASH_FIELD_NUMBER: _ClassVar[int]
     seq: int
@@ -36,25 +40,53 @@ class AuditRecord(_message.Message):
     version_status_changed: VersionStatusChanged
     rules_reloaded: RulesReloaded
     verdict_changed: VerdictChanged
+    traffic_intent: TrafficIntent
+    hold_changed: HoldChanged
+    state_established: StateEstablished
+    rollback_interrupted: RollbackInterrupted
     prev_hash: bytes
     hash: bytes
-    def __init__(self, seq: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[str] = ..., actor: _Optional[str] = ..., traffic_changed: _Optional[_Union[TrafficChanged, _Mapping]] = ..., config_rejected: _Optional[_Union[ConfigRejected, _Mapping]] = ..., automation_toggled: _Optional[_Union[AutomationToggled, _Mapping]] = ..., rollback: _Optional[_Union[Rollback, _Mapping]] = ..., version_status_changed: _Optional[_Union[VersionStatusChanged, _Mapping]] = ..., rules_reloaded: _Optional[_Union[RulesReloaded, _Mapping]] = ..., verdict_changed: _Optional[_Union[VerdictChanged, _Mapping]] = ..., prev_hash: _Optional[bytes] = ..., hash: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, seq: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[str] = ..., actor: _Optional[str] = ..., traffic_changed: _Optional[_Union[TrafficChanged, _Mapping]] = ..., config_rejected: _Optional[_Union[ConfigRejected, _Mapping]] = ..., automation_toggled: _Optional[_Union[AutomationToggled, _Mapping]] = ..., rollback: _Optional[_Union[Rollback, _Mapping]] = ..., version_status_changed: _Optional[_Union[VersionStatusChanged, _Mapping]] = ..., rules_reloaded: _Optional[_Union[RulesReloaded, _Mapping]] = ..., verdict_changed: _Optional[_Union[VerdictChanged, _Mapping]] = ..., traffic_intent: _Optional[_Union[TrafficIntent, _Mapping]] = ..., hold_changed: _Optional[_Union[HoldChanged, _Mapping]] = ..., state_established: _Optional[_Union[StateEstablished, _Mapping]] = ..., rollback_interrupted: _Optional[_Union[RollbackInterrupted, _Mapping]] = ..., prev_hash: _Optional[bytes] = ..., hash: _Optional[bytes] = ...) -> None: ...
+
+class TrafficIntent(_message.Message):
+    __slots__ = ("intent_id", "from_policy", "to_policy", "reason", "rollback_id", "trigger", "forced", "overridden")
+    INTENT_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_POLICY_FIELD_NUMBER: _ClassVar[int]
+    TO_POLICY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ROLLBACK_ID_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    FORCED_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDDEN_FIELD_NUMBER: _ClassVar[int]
+    intent_id: str
+    from_policy: _traffic_pb2.TrafficPolicy
+    to_policy: _traffic_pb2.TrafficPolicy
+    reason: str
+    rollback_id: str
+    trigger: Trigger
+    forced: bool
+    overridden: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, intent_id: _Optional[str] = ..., from_policy: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., to_policy: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., reason: _Optional[str] = ..., rollback_id: _Optional[str] = ..., trigger: _Optional[_Union[Trigger, _Mapping]] = ..., forced: _Optional[bool] = ..., overridden: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TrafficChanged(_message.Message):
-    __slots__ = ("from_policy", "to_policy", "route_version", "outcome", "decision_to_ack_ms", "detail")
+    __slots__ = ("from_policy", "to_policy", "route_version", "outcome", "decision_to_ack_ms", "detail", "intent_seq", "intent_id")
     FROM_POLICY_FIELD_NUMBER: _ClassVar[int]
     TO_POLICY_FIELD_NUMBER: _ClassVar[int]
     ROUTE_VERSION_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     DECISION_TO_ACK_MS_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    INTENT_SEQ_FIELD_NUMBER: _ClassVar[int]
+    INTENT_ID_FIELD_NUMBER: _ClassVar[int]
     from_policy: _traffic_pb2.TrafficPolicy
     to_policy: _traffic_pb2.TrafficPolicy
     route_version: str
     outcome: str
     decision_to_ack_ms: float
     detail: str
-    def __init__(self, from_policy: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., to_policy: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., route_version: _Optional[str] = ..., outcome: _Optional[str] = ..., decision_to_ack_ms: _Optional[float] = ..., detail: _Optional[str] = ...) -> None: ...
+    intent_seq: int
+    intent_id: str
+    def __init__(self, from_policy: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., to_policy: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., route_version: _Optional[str] = ..., outcome: _Optional[str] = ..., decision_to_ack_ms: _Optional[float] = ..., detail: _Optional[str] = ..., intent_seq: _Optional[int] = ..., intent_id: _Optional[str] = ...) -> None: ...
 
 class ConfigRejected(_message.Message):
     __slots__ = ("node_id", "type_url", "rejected_version", "error")
@@ -77,14 +109,16 @@ class AutomationToggled(_message.Message):
     def __init__(self, paused: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Trigger(_message.Message):
-    __slots__ = ("rule", "alert", "operator")
+    __slots__ = ("rule", "alert", "operator", "dedupe_key")
     RULE_FIELD_NUMBER: _ClassVar[int]
     ALERT_FIELD_NUMBER: _ClassVar[int]
     OPERATOR_FIELD_NUMBER: _ClassVar[int]
+    DEDUPE_KEY_FIELD_NUMBER: _ClassVar[int]
     rule: RuleVerdict
     alert: AlertTrigger
     operator: OperatorTrigger
-    def __init__(self, rule: _Optional[_Union[RuleVerdict, _Mapping]] = ..., alert: _Optional[_Union[AlertTrigger, _Mapping]] = ..., operator: _Optional[_Union[OperatorTrigger, _Mapping]] = ...) -> None: ...
+    dedupe_key: str
+    def __init__(self, rule: _Optional[_Union[RuleVerdict, _Mapping]] = ..., alert: _Optional[_Union[AlertTrigger, _Mapping]] = ..., operator: _Optional[_Union[OperatorTrigger, _Mapping]] = ..., dedupe_key: _Optional[str] = ...) -> None: ...
 
 class RuleVerdict(_message.Message):
     __slots__ = ("rule", "kind", "version", "verdict", "value", "threshold", "window_s", "samples", "reason", "source_file")
@@ -145,12 +179,14 @@ class AlertTrigger(_message.Message):
     def __init__(self, alertname: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., annotations: _Optional[_Mapping[str, str]] = ..., generator_url: _Optional[str] = ..., fingerprint: _Optional[str] = ..., starts_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., received_via: _Optional[str] = ..., receiver: _Optional[str] = ...) -> None: ...
 
 class OperatorTrigger(_message.Message):
-    __slots__ = ("identity", "reason")
+    __slots__ = ("identity", "reason", "claimed_name")
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    CLAIMED_NAME_FIELD_NUMBER: _ClassVar[int]
     identity: str
     reason: str
-    def __init__(self, identity: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    claimed_name: str
+    def __init__(self, identity: _Optional[str] = ..., reason: _Optional[str] = ..., claimed_name: _Optional[str] = ...) -> None: ...
 
 class Phase(_message.Message):
     __slots__ = ("name", "started_at", "duration_ms", "outcome", "detail")
@@ -233,3 +269,45 @@ class VerdictChanged(_message.Message):
     state: str
     action: str
     def __init__(self, verdict: _Optional[_Union[RuleVerdict, _Mapping]] = ..., state: _Optional[str] = ..., action: _Optional[str] = ...) -> None: ...
+
+class HoldChanged(_message.Message):
+    __slots__ = ("version", "held", "reason")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    held: bool
+    reason: str
+    def __init__(self, version: _Optional[str] = ..., held: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class StateEstablished(_message.Message):
+    __slots__ = ("how", "store_id", "policy", "detail", "reason", "previous_store_id", "previous_files")
+    HOW_FIELD_NUMBER: _ClassVar[int]
+    STORE_ID_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_STORE_ID_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FILES_FIELD_NUMBER: _ClassVar[int]
+    how: str
+    store_id: str
+    policy: _traffic_pb2.TrafficPolicy
+    detail: str
+    reason: str
+    previous_store_id: str
+    previous_files: str
+    def __init__(self, how: _Optional[str] = ..., store_id: _Optional[str] = ..., policy: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., detail: _Optional[str] = ..., reason: _Optional[str] = ..., previous_store_id: _Optional[str] = ..., previous_files: _Optional[str] = ...) -> None: ...
+
+class RollbackInterrupted(_message.Message):
+    __slots__ = ("rollback_id", "from_version", "to_version", "stage", "detail")
+    ROLLBACK_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TO_VERSION_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    rollback_id: str
+    from_version: str
+    to_version: str
+    stage: str
+    detail: str
+    def __init__(self, rollback_id: _Optional[str] = ..., from_version: _Optional[str] = ..., to_version: _Optional[str] = ..., stage: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from agent.pb.rollback_agent.v1 import traffic_pb2 as rollback__agent_dot_v1_dot_traffic__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1frollback_agent/v1/control.proto\x12\x11rollback_agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1frollback_agent/v1/traffic.proto\"e\n\x11SetWeightsRequest\x12\x31\n\x07weights\x18\x01 \x03(\x0b\x32 .rollback_agent.v1.VersionWeight\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\"D\n\x0fRollbackRequest\x12\x12\n\nto_version\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\"-\n\x0cPauseRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\"]\n\x07NodeAck\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x13\n\x0bxds_version\x18\x02 \x01(\t\x12,\n\x08\x61\x63ked_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe5\x01\n\rTrafficChange\x12\x30\n\x06policy\x18\x01 \x01(\x0b\x32 .rollback_agent.v1.TrafficPolicy\x12\x15\n\rroute_version\x18\x02 \x01(\t\x12(\n\x04\x61\x63ks\x18\x03 \x03(\x0b\x32\x1a.rollback_agent.v1.NodeAck\x12\x1a\n\x12\x64\x65\x63ision_to_ack_ms\x18\x04 \x01(\x01\x12\x0f\n\x07\x63hanged\x18\x05 \x01(\x08\x12\x13\n\x0brollback_id\x18\x06 \x01(\t\x12\x0f\n\x07outcome\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t\"\x93\x01\n\x04Nack\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08type_url\x18\x02 \x01(\t\x12\x18\n\x10rejected_version\x18\x03 \x01(\t\x12\x17\n\x0fserving_version\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12&\n\x02\x61t\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8a\x01\n\x0cXdsTypeState\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x14\n\x0csent_version\x18\x02 \x01(\t\x12\x15\n\racked_version\x18\x03 \x01(\t\x12,\n\x08\x61\x63ked_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05nacks\x18\x05 \x01(\x04\"\xb8\x01\n\tEnvoyNode\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0cnode_cluster\x18\x02 \x01(\t\x12\x11\n\tstream_id\x18\x03 \x01(\t\x12\x30\n\x0c\x63onnected_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x05types\x18\x05 \x03(\x0b\x32\x1f.rollback_agent.v1.XdsTypeState\x12\x0f\n\x07in_sync\x18\x06 \x01(\x08\"\x88\x01\n\rVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x16\n\x0e\x64\x65sired_weight\x18\x03 \x01(\r\x12\x15\n\rserved_weight\x18\x04 \x01(\r\x12\x0c\n\x04role\x18\x05 \x01(\t\x12\x17\n\x0fregistry_status\x18\x06 \x01(\t\"\xd9\x04\n\x06Status\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12\x0e\n\x06stable\x18\x03 \x01(\t\x12\x11\n\tcandidate\x18\x04 \x01(\t\x12\x31\n\x07\x64\x65sired\x18\x05 \x01(\x0b\x32 .rollback_agent.v1.TrafficPolicy\x12\x30\n\x06served\x18\x06 \x01(\x0b\x32 .rollback_agent.v1.TrafficPolicy\x12\x15\n\rroute_version\x18\x07 \x01(\t\x12,\n\x06\x65nvoys\x18\x08 \x03(\x0b\x32\x1c.rollback_agent.v1.EnvoyNode\x12\x32\n\x08versions\x18\t \x03(\x0b\x32 .rollback_agent.v1.VersionStatus\x12-\n\x0crecent_nacks\x18\n \x03(\x0b\x32\x17.rollback_agent.v1.Nack\x12\x0e\n\x06paused\x18\x0b \x01(\x08\x12\x14\n\x0cpause_reason\x18\x0c \x01(\t\x12\r\n\x05ready\x18\r \x01(\x08\x12,\n\x05rules\x18\x0e \x03(\x0b\x32\x1d.rollback_agent.v1.RuleStatus\x12\x33\n\x05holds\x18\x0f \x03(\x0b\x32$.rollback_agent.v1.Status.HoldsEntry\x12\x13\n\x0b\x65scalations\x18\x10 \x03(\t\x12\x12\n\nrules_file\x18\x11 \x01(\t\x12\x13\n\x0brules_error\x18\x12 \x01(\t\x1a,\n\nHoldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd4\x01\n\nRuleStatus\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\r\n\x05value\x18\x06 \x01(\x01\x12\x11\n\tthreshold\x18\x07 \x01(\x01\x12\x10\n\x08window_s\x18\x08 \x01(\x01\x12\x10\n\x08\x65vidence\x18\t \x01(\x01\x12\x15\n\revidence_unit\x18\n \x01(\t\x12\x0e\n\x06reason\x18\x0b \x01(\t\x12\r\n\x05\x66or_s\x18\x0c \x01(\x01\".\n\rErrorResponse\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1frollback_agent/v1/control.proto\x12\x11rollback_agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1frollback_agent/v1/traffic.proto\"t\n\x11SetWeightsRequest\x12\x31\n\x07weights\x18\x01 \x03(\x0b\x32 .rollback_agent.v1.VersionWeight\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\r\n\x05\x66orce\x18\x04 \x01(\x08\"D\n\x0fRollbackRequest\x12\x12\n\nto_version\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\"-\n\x0cPauseRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\"]\n\x07NodeAck\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x13\n\x0bxds_version\x18\x02 \x01(\t\x12,\n\x08\x61\x63ked_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe5\x01\n\rTrafficChange\x12\x30\n\x06policy\x18\x01 \x01(\x0b\x32 .rollback_agent.v1.TrafficPolicy\x12\x15\n\rroute_version\x18\x02 \x01(\t\x12(\n\x04\x61\x63ks\x18\x03 \x03(\x0b\x32\x1a.rollback_agent.v1.NodeAck\x12\x1a\n\x12\x64\x65\x63ision_to_ack_ms\x18\x04 \x01(\x01\x12\x0f\n\x07\x63hanged\x18\x05 \x01(\x08\x12\x13\n\x0brollback_id\x18\x06 \x01(\t\x12\x0f\n\x07outcome\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t\"\x93\x01\n\x04Nack\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08type_url\x18\x02 \x01(\t\x12\x18\n\x10rejected_version\x18\x03 \x01(\t\x12\x17\n\x0fserving_version\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12&\n\x02\x61t\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8a\x01\n\x0cXdsTypeState\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x14\n\x0csent_version\x18\x02 \x01(\t\x12\x15\n\racked_version\x18\x03 \x01(\t\x12,\n\x08\x61\x63ked_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05nacks\x18\x05 \x01(\x04\"\xb8\x01\n\tEnvoyNode\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0cnode_cluster\x18\x02 \x01(\t\x12\x11\n\tstream_id\x18\x03 \x01(\t\x12\x30\n\x0c\x63onnected_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x05types\x18\x05 \x03(\x0b\x32\x1f.rollback_agent.v1.XdsTypeState\x12\x0f\n\x07in_sync\x18\x06 \x01(\x08\"\x88\x01\n\rVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x16\n\x0e\x64\x65sired_weight\x18\x03 \x01(\r\x12\x15\n\rserved_weight\x18\x04 \x01(\r\x12\x0c\n\x04role\x18\x05 \x01(\t\x12\x17\n\x0fregistry_status\x18\x06 \x01(\t\"\x83\x05\n\x06Status\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12\x0e\n\x06stable\x18\x03 \x01(\t\x12\x11\n\tcandidate\x18\x04 \x01(\t\x12\x31\n\x07\x64\x65sired\x18\x05 \x01(\x0b\x32 .rollback_agent.v1.TrafficPolicy\x12\x30\n\x06served\x18\x06 \x01(\x0b\x32 .rollback_agent.v1.TrafficPolicy\x12\x15\n\rroute_version\x18\x07 \x01(\t\x12,\n\x06\x65nvoys\x18\x08 \x03(\x0b\x32\x1c.rollback_agent.v1.EnvoyNode\x12\x32\n\x08versions\x18\t \x03(\x0b\x32 .rollback_agent.v1.VersionStatus\x12-\n\x0crecent_nacks\x18\n \x03(\x0b\x32\x17.rollback_agent.v1.Nack\x12\x0e\n\x06paused\x18\x0b \x01(\x08\x12\x14\n\x0cpause_reason\x18\x0c \x01(\t\x12\r\n\x05ready\x18\r \x01(\x08\x12,\n\x05rules\x18\x0e \x03(\x0b\x32\x1d.rollback_agent.v1.RuleStatus\x12\x33\n\x05holds\x18\x0f \x03(\x0b\x32$.rollback_agent.v1.Status.HoldsEntry\x12\x13\n\x0b\x65scalations\x18\x10 \x03(\t\x12\x12\n\nrules_file\x18\x11 \x01(\t\x12\x13\n\x0brules_error\x18\x12 \x01(\t\x12\x10\n\x08store_id\x18\x13 \x01(\t\x12\x16\n\x0e\x61udit_head_seq\x18\x14 \x01(\x04\x1a,\n\nHoldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"=\n\x0bHoldRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\"\xd4\x01\n\nRuleStatus\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\r\n\x05value\x18\x06 \x01(\x01\x12\x11\n\tthreshold\x18\x07 \x01(\x01\x12\x10\n\x08window_s\x18\x08 \x01(\x01\x12\x10\n\x08\x65vidence\x18\t \x01(\x01\x12\x15\n\revidence_unit\x18\n \x01(\t\x12\x0e\n\x06reason\x18\x0b \x01(\t\x12\r\n\x05\x66or_s\x18\x0c \x01(\x01\".\n\rErrorResponse\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,29 +36,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATUS_HOLDSENTRY']._loaded_options = None
   _globals['_STATUS_HOLDSENTRY']._serialized_options = b'8\001'
   _globals['_SETWEIGHTSREQUEST']._serialized_start=120
-  _globals['_SETWEIGHTSREQUEST']._serialized_end=221
-  _globals['_ROLLBACKREQUEST']._serialized_start=223
-  _globals['_ROLLBACKREQUEST']._serialized_end=291
-  _globals['_PAUSEREQUEST']._serialized_start=293
-  _globals['_PAUSEREQUEST']._serialized_end=338
-  _globals['_NODEACK']._serialized_start=340
-  _globals['_NODEACK']._serialized_end=433
-  _globals['_TRAFFICCHANGE']._serialized_start=436
-  _globals['_TRAFFICCHANGE']._serialized_end=665
-  _globals['_NACK']._serialized_start=668
-  _globals['_NACK']._serialized_end=815
-  _globals['_XDSTYPESTATE']._serialized_start=818
-  _globals['_XDSTYPESTATE']._serialized_end=956
-  _globals['_ENVOYNODE']._serialized_start=959
-  _globals['_ENVOYNODE']._serialized_end=1143
-  _globals['_VERSIONSTATUS']._serialized_start=1146
-  _globals['_VERSIONSTATUS']._serialized_end=1282
-  _globals['_STATUS']._serialized_start=1285
-  _globals['_STATUS']._serialized_end=1886
-  _globals['_STATUS_HOLDSENTRY']._serialized_start=1842
-  _globals['_STATUS_HOLDSENTRY']._serialized_end=1886
-  _globals['_RULESTATUS']._serialized_start=1889
-  _globals['_RULESTATUS']._serialized_end=2101
-  _globals['_ERRORRESPONSE']._serialized_start=2103
-  _globals['_ERRORRESPONSE']._serialized_end=2149
+  _globals['_SETWEIGHTSREQUEST']._serialized_end=236
+  _globals['_ROLLBACKREQUEST']._serialized_start=238
+  _globals['_ROLLBACKREQUEST']._serialized_end=306
+  _globals['_PAUSEREQUEST']._serialized_start=308
+  _globals['_PAUSEREQUEST']._serialized_end=353
+  _globals['_NODEACK']._serialized_start=355
+  _globals['_NODEACK']._serialized_end=448
+  _globals['_TRAFFICCHANGE']._serialized_start=451
+  _globals['_TRAFFICCHANGE']._serialized_end=680
+  _globals['_NACK']._serialized_start=683
+  _globals['_NACK']._serialized_end=830
+  _globals['_XDSTYPESTATE']._serialized_start=833
+  _globals['_XDSTYPESTATE']._serialized_end=971
+  _globals['_ENVOYNODE']._serialized_start=974
+  _globals['_ENVOYNODE']._serialized_end=1158
+  _globals['_VERSIONSTATUS']._serialized_start=1161
+  _globals['_VERSIONSTATUS']._serialized_end=1297
+  _globals['_STATUS']._serialized_start=1300
+  _globals['_STATUS']._serialized_end=1943
+  _globals['_STATUS_HOLDSENTRY']._serialized_start=1899
+  _globals['_STATUS_HOLDSENTRY']._serialized_end=1943
+  _globals['_HOLDREQUEST']._serialized_start=1945
+  _globals['_HOLDREQUEST']._serialized_end=2006
+  _globals['_RULESTATUS']._serialized_start=2009
+  _globals['_RULESTATUS']._serialized_end=2221
+  _globals['_ERRORRESPONSE']._serialized_start=2223
+  _globals['_ERRORRESPONSE']._serialized_end=2269
 # @@protoc_insertion_point(module_scope)

@@ -11,14 +11,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SetWeightsRequest(_message.Message):
-    __slots__ = ("weights", "reason", "actor")
+    __slots__ = ("weights", "reason", "actor", "force")
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     weights: _containers.RepeatedCompositeFieldContainer[_traffic_pb2.VersionWeight]
     reason: str
     actor: str
-    def __init__(self, weights: _Optional[_Iterable[_Union[_traffic_pb2.VersionWeight, _Mapping]]] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
+    force: bool
+    def __init__(self, weights: _Optional[_Iterable[_Union[_traffic_pb2.VersionWeight, _Mapping]]] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class RollbackRequest(_message.Message):
     __slots__ = ("to_version", "reason", "actor")
@@ -131,7 +133,7 @@ class VersionStatus(_message.Message):
     def __init__(self, version: _Optional[str] = ..., endpoint: _Optional[str] = ..., desired_weight: _Optional[int] = ..., served_weight: _Optional[int] = ..., role: _Optional[str] = ..., registry_status: _Optional[str] = ...) -> None: ...
 
 class Status(_message.Message):
-    __slots__ = ("model", "tier", "stable", "candidate", "desired", "served", "route_version", "envoys", "versions", "recent_nacks", "paused", "pause_reason", "ready", "rules", "holds", "escalations", "rules_file", "rules_error")
+    __slots__ = ("model", "tier", "stable", "candidate", "desired", "served", "route_version", "envoys", "versions", "recent_nacks", "paused", "pause_reason", "ready", "rules", "holds", "escalations", "rules_file", "rules_error", "store_id", "audit_head_seq")
     class HoldsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +159,8 @@ class Status(_message.Message):
     ESCALATIONS_FIELD_NUMBER: _ClassVar[int]
     RULES_FILE_FIELD_NUMBER: _ClassVar[int]
     RULES_ERROR_FIELD_NUMBER: _ClassVar[int]
+    STORE_ID_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_HEAD_SEQ_FIELD_NUMBER: _ClassVar[int]
     model: str
     tier: str
     stable: str
@@ -175,7 +179,19 @@ class Status(_message.Message):
     escalations: _containers.RepeatedScalarFieldContainer[str]
     rules_file: str
     rules_error: str
-    def __init__(self, model: _Optional[str] = ..., tier: _Optional[str] = ..., stable: _Optional[str] = ..., candidate: _Optional[str] = ..., desired: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., served: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., route_version: _Optional[str] = ..., envoys: _Optional[_Iterable[_Union[EnvoyNode, _Mapping]]] = ..., versions: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., recent_nacks: _Optional[_Iterable[_Union[Nack, _Mapping]]] = ..., paused: _Optional[bool] = ..., pause_reason: _Optional[str] = ..., ready: _Optional[bool] = ..., rules: _Optional[_Iterable[_Union[RuleStatus, _Mapping]]] = ..., holds: _Optional[_Mapping[str, str]] = ..., escalations: _Optional[_Iterable[str]] = ..., rules_file: _Optional[str] = ..., rules_error: _Optional[str] = ...) -> None: ...
+    store_id: str
+    audit_head_seq: int
+    def __init__(self, model: _Optional[str] = ..., tier: _Optional[str] = ..., stable: _Optional[str] = ..., candidate: _Optional[str] = ..., desired: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., served: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., route_version: _Optional[str] = ..., envoys: _Optional[_Iterable[_Union[EnvoyNode, _Mapping]]] = ..., versions: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., recent_nacks: _Optional[_Iterable[_Union[Nack, _Mapping]]] = ..., paused: _Optional[bool] = ..., pause_reason: _Optional[str] = ..., ready: _Optional[bool] = ..., rules: _Optional[_Iterable[_Union[RuleStatus, _Mapping]]] = ..., holds: _Optional[_Mapping[str, str]] = ..., escalations: _Optional[_Iterable[str]] = ..., rules_file: _Optional[str] = ..., rules_error: _Optional[str] = ..., store_id: _Optional[str] = ..., audit_head_seq: _Optional[int] = ...) -> None: ...
+
+class HoldRequest(_message.Message):
+    __slots__ = ("version", "reason", "actor")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    reason: str
+    actor: str
+    def __init__(self, version: _Optional[str] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
 
 class RuleStatus(_message.Message):
     __slots__ = ("rule", "kind", "version", "state", "action", "value", "threshold", "window_s", "evidence", "evidence_unit", "reason", "for_s")
