@@ -189,6 +189,19 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_STATE_REFUSED
 
 
+class _EnvoyYamlDumper(yaml.SafeDumper):
+    """Quotes every string Envoy's YAML 1.1 reader would take for a boolean (y, n, yes, off...): PyYAML leaves y/n
+    bare, and a node id `n` would otherwise reach Envoy as false."""
+
+
+def _quote_ambiguous(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "'" if value.lower() in {"y", "n", "yes", "no", "on", "off", "true", "false", "~", "null"} else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_EnvoyYamlDumper.add_representer(str, _quote_ambiguous)
+
+
 def _bootstrap(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     node_id = args.node_id or os.environ.get("HOSTNAME") or f"{config.model.name}-sidecar"
@@ -200,7 +213,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
         admin_host=config.envoy.admin.address,
         admin_port=config.envoy.admin.port,
     )
-    text = yaml.safe_dump(bootstrap, sort_keys=False)
+    text = yaml.dump(bootstrap, Dumper=_EnvoyYamlDumper, sort_keys=False)
     if args.output is None:
         print(text, end="")
         return EXIT_OK

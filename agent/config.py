@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from yaml.nodes import Node
 
 from agent.alerts.config import AlertsConfig
-from agent.domain.safe_yaml import YamlError, line_at_path, parse_bounded, read_limit
+from agent.domain.safe_yaml import YamlError, field_path, line_at_path, parse_bounded, read_limit
 
 VERSION_TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 
@@ -259,7 +259,7 @@ def _format_errors(source: str, root: Node, error: ValidationError) -> str:
     details = error.errors()
     lines = []
     for item in details[:_MAX_REPORTED_ERRORS]:
-        path = ".".join(str(p) for p in item["loc"])
+        path = field_path(item["loc"])
         message = str(item["msg"]).removeprefix("Value error, ")
         # Cross-field checks name their own field in the message; line_at_path finds that field's line.
         where = f"{source}:{line_at_path(root, item['loc'], message)}"

@@ -1,8 +1,8 @@
 """The reference model server (`python -m refserver`) as a subprocess.
 
 Contract (refserver/): `python -m refserver --model NAME --version TAG --port N [--host H] [--faults JSON]
-[--start-unloaded]` run from the repo root; GET /v2/health/ready answers 200 once ready; POST /faults (JSON)
-sets faults, DELETE /faults clears them; every response carries `x-model-version`.
+[--start-unloaded] [--memory-limit-mb MB]` run from the repo root; GET /v2/health/ready answers 200 once ready;
+POST /faults (JSON) sets faults, DELETE /faults clears them; every response carries `x-model-version`.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class RefServer(HttpService):
         host: str = "127.0.0.1",
         faults: Mapping[str, Any] | None = None,
         start_unloaded: bool = False,
+        memory_limit_mb: float | None = None,
         name: str | None = None,
         env: Mapping[str, str] | None = None,
         python: str | None = None,
@@ -58,6 +59,8 @@ class RefServer(HttpService):
             args += ["--faults", json.dumps(dict(faults))]
         if start_unloaded:
             args.append("--start-unloaded")
+        if memory_limit_mb is not None:  # dies with exit code 137 at the limit, as an OOM-killed container
+            args += ["--memory-limit-mb", f"{memory_limit_mb:g}"]
         args += list(extra_args)
         super().__init__(
             module_argv("refserver", args, python),
@@ -119,6 +122,7 @@ def start_refserver(
     host: str = "127.0.0.1",
     faults: Mapping[str, Any] | None = None,
     start_unloaded: bool = False,
+    memory_limit_mb: float | None = None,
     env: Mapping[str, str] | None = None,
     timeout_s: float = 30.0,
 ) -> RefServer:
@@ -133,6 +137,7 @@ def start_refserver(
         host=host,
         faults=faults,
         start_unloaded=start_unloaded,
+        memory_limit_mb=memory_limit_mb,
         env=env,
     )
     return server.start(timeout_s)

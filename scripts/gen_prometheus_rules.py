@@ -513,6 +513,45 @@ def restarts() -> list[Alert]:
     ]
 
 
+def oom_killed() -> list[Alert]:
+    return [
+        Alert(
+            "ModelVersionOOMKilled",
+            # kube-state-metrics: restarts in 30m of containers whose last termination was an OOM kill. The version
+            # comes from the model server's own series in the same container (model_loaded, kept an hour through
+            # the restart); the scrape of the model servers must carry the namespace / pod / container target
+            # labels (ServiceMonitor and PodMonitor do).
+            f"""
+            sum by (model, version) (
+              group by (namespace, pod, container, model, version) (last_over_time(model_loaded[1h]))
+              * on (namespace, pod, container) group_left ()
+              (
+                max by (namespace, pod, container) (
+                  max_over_time(kube_pod_container_status_restarts_total[30m])
+                    - min_over_time(kube_pod_container_status_restarts_total[30m])
+                )
+                and on (namespace, pod, container)
+                max by (namespace, pod, container) (
+                  kube_pod_container_status_last_terminated_reason{{reason="OOMKilled"}}
+                ) == 1
+              )
+            ) {cmp}
+            unless on (model, version) {STABLE_INFO}
+            {in_tier(t.tier)}""",
+            "0s",
+            t.severity,
+            "rollback",
+            f"{MV} was OOM-killed {{{{ $value }}}} time(s) in 30m",
+            f"Containers serving {MV} restarted {{{{ $value }}}} time(s) in 30m with OOMKilled as their last "
+            f"termination reason (kube-state-metrics); threshold {text} (tier {t.tier}; the stable version is "
+            "excluded).",
+            f"OOMKilled container restarts in 30m {cmp} (kube-state-metrics), stable version excluded",
+            {"tier": t.tier},
+        )
+        for t, cmp, text in ((CRITICAL, ">= 1", "1 OOM kill"), (EXPERIMENTAL, "> 2", "more than 2"))
+    ]
+
+
 def metrics_absent() -> Alert:
     return Alert(
         "ModelVersionMetricsAbsent",
@@ -745,6 +784,7 @@ def groups() -> list[Group]:
                 *missing_features(),
                 *not_loaded(),
                 *restarts(),
+                *oom_killed(),
                 metrics_absent(),
             ],
         ),
@@ -789,6 +829,12 @@ RUNBOOKS: Final[Mapping[str, Runbook]] = {
     "ModelVersionRestarts": Runbook(
         "The version's processes restarted (request counters reset): crash or OOM kill.",
         "`kubectl describe pod` for OOMKilled / exit code 137; compare memory limits with the version's needs.",
+    ),
+    "ModelVersionOOMKilled": Runbook(
+        "Kubernetes killed a container of the version for exceeding its memory limit (OOMKilled), seen through "
+        "kube-state-metrics and joined to the version by the container's model_loaded series.",
+        "The agents roll it back (action=rollback). Compare the version's memory use with the container's limit "
+        "(`process_resident_memory_bytes`, the agent's `near_oom` rule) before raising the limit or fixing a leak.",
     ),
     "ModelVersionMetricsAbsent": Runbook(
         "Traffic goes to a version Prometheus sees no metrics for; fleet rules cannot judge it.",

@@ -11,7 +11,7 @@ the 1-based line and the problem.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -75,7 +75,7 @@ def read_limit(limits: YamlLimits = DEFAULT_LIMITS) -> int:
     return limits.max_bytes + 1
 
 
-def line_at_path(root: Node, loc: tuple[int | str, ...] | list[int | str], message: str = "") -> int:
+def line_at_path(root: Node, loc: Sequence[int | str], message: str = "") -> int:
     """1-based line of the deepest node a validation error's location reaches (the field itself when present).
 
     Model-level checks name their field first ("stable: ...", "envoy.listener: ..."): when `message` starts so,
@@ -96,6 +96,16 @@ def line_at_path(root: Node, loc: tuple[int | str, ...] | list[int | str], messa
             break
         node = child
     return int(node.start_mark.line) + 1
+
+
+def field_path(loc: Sequence[int | str]) -> str:
+    """A validation error's location as a dotted path; a key that does not print on one line is quoted."""
+    return ".".join(key_text(part) for part in loc)
+
+
+def key_text(key: object) -> str:
+    text = str(key)
+    return text if text.isprintable() else repr(text)
 
 
 _FIELD_PREFIX: Final = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*): ")
@@ -131,7 +141,7 @@ def _decoded(data: bytes | str, source: str, limits: YamlLimits) -> str:
         raise YamlError(
             source,
             _line_at(text, bad.start()),
-            f"character U+{ord(character):04X} is not allowed in YAML (control characters and NUL bytes are not)",
+            f"character U+{ord(character):04X} is not allowed in YAML",
         )
     return text
 

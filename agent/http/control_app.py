@@ -54,7 +54,9 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
     header = request.headers.get("Authorization", "")
     scheme, _, presented = header.partition(" ")
     expected = request.app[TOKEN]
-    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), expected.encode()):
+    # aiohttp keeps header bytes that are not UTF-8 as surrogate escapes: compare the bytes as sent.
+    presented_bytes = presented.strip().encode("utf-8", "surrogateescape")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented_bytes, expected.encode()):
         return error_response(401, "unauthenticated", "missing or wrong bearer token")
     return await handler(request)
 
@@ -62,7 +64,10 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
 async def parse_body(request: web.Request, message_type: type[M]) -> M:
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise TrafficChangeError("invalid_argument", f"body larger than {MAX_BODY_BYTES} bytes")
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:  # a chunked body (no Content-Length)
+        raise TrafficChangeError("invalid_argument", f"body larger than {MAX_BODY_BYTES} bytes") from None
     try:
         data = loads_bounded(raw) if raw.strip() else {}
         if not isinstance(data, dict):

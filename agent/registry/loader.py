@@ -11,7 +11,7 @@ from typing import Final
 from pydantic import ValidationError
 from yaml.nodes import Node
 
-from agent.domain.safe_yaml import YamlError, line_at_path, parse_bounded, read_limit
+from agent.domain.safe_yaml import YamlError, field_path, line_at_path, parse_bounded, read_limit
 from agent.registry.model import RegistryFile, VersionSpec
 
 
@@ -36,7 +36,7 @@ def _format_errors(source: str, root: Node, error: ValidationError) -> str:
     details = error.errors()
     lines = []
     for item in details[:MAX_REPORTED_ERRORS]:
-        path = ".".join(str(p) for p in item["loc"])
+        path = field_path(item["loc"])
         message = str(item["msg"]).removeprefix("Value error, ")
         where = f"{source}:{line_at_path(root, item['loc'], message)}"
         lines.append(f"{where}: {path}: {message}" if path else f"{where}: {message}")

@@ -10,7 +10,15 @@ from typing import Final
 from pydantic import ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from agent.domain.safe_yaml import DEFAULT_LIMITS, ParsedYaml, YamlError, YamlLimits, parse_bounded, read_limit
+from agent.domain.safe_yaml import (
+    DEFAULT_LIMITS,
+    ParsedYaml,
+    YamlError,
+    YamlLimits,
+    key_text,
+    parse_bounded,
+    read_limit,
+)
 
 MAX_REPORTED_ERRORS: Final = 20
 
@@ -153,6 +161,6 @@ def _path(root: Node, loc: Sequence[str | int]) -> str:
             kind = node_at(node, ["kind"])
             is_tag = isinstance(kind, ScalarNode) and kind.value == part
             if child is not None or (index == len(loc) - 1 and not is_tag):  # a missing key is the last part
-                parts.append(("." if parts else "") + str(part))
+                parts.append(("." if parts else "") + key_text(part))
                 node = child
     return "".join(parts)

@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 from harness.load import TrafficGenerator
-from harness.wait import async_wait_until
+from harness.refserver import RefServer
+from harness.wait import async_wait_until, wait_until
 from tests.integration.agent_stack import MODEL, ROOT, TOKEN, AgentStack, body_factory
 
 LIMIT_MB = 256
@@ -41,13 +42,14 @@ def rules_file(tmp: Path) -> Path:
 async def start(tmp: Path, agent_factory: Any, envoy_factory: Any, refserver_factory: Any) -> AgentStack:
     stack = AgentStack(tmp, agent_factory, envoy_factory, refserver_factory)
     stack.upstreams["v1"] = refserver_factory(MODEL, "v1")
-    stack.upstreams["v2"] = refserver_factory(MODEL, "v2", extra_args=("--memory-limit-mb", str(LIMIT_MB)))
+    stack.upstreams["v2"] = refserver_factory(MODEL, "v2", memory_limit_mb=LIMIT_MB)
     stack.extra_config = {
         "versions": [
             {"tag": "v1", "endpoint": f"127.0.0.1:{stack.upstreams['v1'].port}"},
             {"tag": "v2", "endpoint": f"127.0.0.1:{stack.upstreams['v2'].port}", "memory_limit_mb": LIMIT_MB},
         ],
-        "signals": {"oom_memory_ratio": NEAR},
+        # Readings twice a second: the last one before the leak's exit is close to the limit.
+        "signals": {"interval_s": 0.5, "oom_memory_ratio": NEAR},
         "rules": {"file": str(rules_file(tmp))},
         "rollback": {"verify_window_s": 1},
     }
@@ -102,6 +104,53 @@ async def rollback_trigger(stack: AgentStack) -> dict[str, Any]:
     return await async_wait_until(recorded, 15, interval_s=0.2, what="the rollback's audit record")
 
 
+# ---- the reference server under its limit -------------------------------------------------------------------------
+
+
+async def test_the_leak_grows_resident_memory_until_the_server_dies_with_137(refserver_factory):
+    server = refserver_factory(MODEL, "v7", memory_limit_mb=LIMIT_MB)
+    before = await async_wait_until(lambda: resident_ratio(server.url), 5, what="a memory reading")
+    await server.set_faults_async({"leak_mb_per_s": 200})
+    await async_wait_until(lambda: not server.process.alive, 10, interval_s=0.05, what="the server dies at its limit")
+    assert before < NEAR
+    assert server.process.returncode == 137
+    log = server.process.log_path.read_text()
+    assert "out of memory (leak fault" in log and "exiting with code 137" in log, log[-2000:]
+
+
+async def test_the_leak_stops_when_the_fault_is_cleared_and_the_memory_stays(refserver_factory):
+    server = refserver_factory(MODEL, "v7")  # no limit: the leak just grows
+    before = await async_wait_until(lambda: resident_ratio(server.url), 5, what="a memory reading")
+    await server.set_faults_async({"leak_mb_per_s": 100})
+
+    async def grew() -> float | None:
+        ratio = await resident_ratio(server.url)
+        return ratio if ratio is not None and ratio > before + 30 / LIMIT_MB else None
+
+    await async_wait_until(grew, 5, interval_s=0.05, what="30 MB leaked")
+    await server.clear_faults_async()
+    held = await resident_ratio(server.url)
+    await asyncio.sleep(0.5)  # no leak step may happen in this half second (steps are every 0.1 s)
+    after = await resident_ratio(server.url)
+    assert held is not None and after is not None
+    assert abs(after - held) < 5 / LIMIT_MB, "cleared: no more leaking, and nothing given back"
+    assert server.process.alive
+
+
+def test_a_limit_below_what_the_server_uses_is_refused(tmp_logs):
+    server = RefServer(MODEL, "v7", None, tmp_logs, memory_limit_mb=10)
+    server.process.start()
+    try:
+        wait_until(lambda: not server.process.alive, 30, interval_s=0.05, what="the server refuses the limit")
+        assert server.process.returncode == 2
+        assert "--memory-limit-mb 10 is below the" in server.process.log_path.read_text()
+    finally:
+        server.process.stop()
+
+
+# ---- the agent -----------------------------------------------------------------------------------------------------
+
+
 async def test_memory_held_near_the_limit_rolls_back_before_the_oom(
     tmp_path, agent_factory, envoy_factory, refserver_factory
 ):
@@ -144,7 +193,7 @@ async def test_a_leak_to_the_limit_dies_as_an_oom_and_rolls_back(
             return await rule_state(stack, "oom") == "ok"
 
         await async_wait_until(healthy, 15, what="oom judged ok for v2 before the leak")
-        # ~15 MB between two of the agent's 1 s readings: the last one before the exit is above 90 % of the limit.
+        # ~8 MB between two readings: the last one before the exit is above 90 % of the limit.
         await v2.set_faults_async({"leak_mb_per_s": 15})
         await async_wait_until(lambda: not v2.process.alive, 20, interval_s=0.05, what="v2 dies at its limit")
         died = time.monotonic()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import time
 import uuid
@@ -53,17 +54,21 @@ def _storage_errors(path: Path) -> Iterator[None]:
     try:
         yield
     except sqlite3.Error as exc:
-        raise StoreUnavailableError(f"state store {path}: {_cause(exc)}") from None
+        raise StoreUnavailableError(f"state store {path}: {_cause(exc, path)}") from None
     except OSError as exc:
         raise StoreUnavailableError(f"state store {path}: {exc.strerror or exc}") from None
 
 
-def _cause(exc: sqlite3.Error) -> str:
+def _cause(exc: sqlite3.Error, path: Path) -> str:
     text = str(exc)
     if "readonly" in text:
         return f"read-only ({text})"
     if "full" in text:
         return f"disk full ({text})"
+    # SQLite says only "unable to open database file" when it cannot create the rollback journal beside the
+    # database: name the usual cause, a state dir that cannot be written (read-only, immutable, permissions).
+    if "unable to open" in text and not os.access(path.parent, os.W_OK):
+        return f"the state dir {path.parent} is not writable: read-only or permission denied ({text})"
     return text
 
 

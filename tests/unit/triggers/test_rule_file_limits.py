@@ -143,3 +143,17 @@ def test_a_file_with_thousands_of_errors_reports_the_first_twenty_quickly() -> N
     errors = raised.value.errors
     assert len(errors) == 21 and errors[0] == RuleError("r.yaml", 2, "extra0: Extra inputs are not permitted")
     assert errors[-1] == RuleError("r.yaml", 0, "and 19980 more errors")
+
+
+def test_rules_check_reports_hostile_files_by_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.cli import main
+
+    files = {"deep.yaml": deep(3000).encode(), "bomb.yaml": alias_bomb().encode(), "nul.yaml": b"rules:\n\x00\n"}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    assert main(["rules", "check", *(str(tmp_path / name) for name in files)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"{tmp_path / 'deep.yaml'}:4: nested deeper than 64 levels",
+        f"{tmp_path / 'bomb.yaml'}:5: alias *a3 takes the document past 100000 nodes (aliases expanded)",
+        f"{tmp_path / 'nul.yaml'}:2: character U+0000 is not allowed in YAML",
+    ]
