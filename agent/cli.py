@@ -395,6 +395,8 @@ def format_status(s: dict[str, Any]) -> str:
             f"{v.get('served_weight', 0):>8}  {v.get('endpoint', '')}"
         )
     envoys = s.get("envoys", [])
+    if s.get("store_id"):
+        lines.append(f"state store {s['store_id']}, {s.get('audit_head_seq', '0')} audit records")
     lines.append("")
     lines.append(f"route version {s.get('route_version', '')}; {len(envoys)} Envoy(s) connected")
     for e in envoys:

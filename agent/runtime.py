@@ -480,6 +480,7 @@ async def _build_on_store(
         registry_statuses=lambda: planner.statuses,
         admission=admission,
         store_id=store.store_id,
+        audit_head=lambda: store.head_seq,
     )
     public_app = make_public_app(controller, metrics, health_report=health.health_report)
     poller = _alert_sources(config, admission, metrics, public_app)

@@ -30,9 +30,11 @@ class StatusView:
         registry_statuses: Callable[[], Mapping[str, str]] = dict,
         admission: Admission | None = None,
         store_id: str = "",
+        audit_head: Callable[[], int] = lambda: 0,
     ) -> None:
         self._admission = admission
         self.store_id = store_id
+        self._audit_head = audit_head
         self._config = config
         self._controller = controller
         self._cache = cache
@@ -108,6 +110,7 @@ class StatusView:
         if self._orchestrator is not None:
             message.escalations.extend(self._orchestrator.escalations)
         message.store_id = self.store_id
+        message.audit_head_seq = self._audit_head()
         if self._watcher is not None:
             message.rules_file = str(self._watcher.path)
             message.rules_error = self._watcher.last_error

@@ -150,6 +150,42 @@ def rollbacks(
                 archive_sha256=r.archive_sha256,
             )
         )
+    # A rollback stopped between its switch intent and its first rollback record: the intent holds its trigger.
+    listed = {r.rollback.rollback_id for r in selected}
+    intents = {
+        r.traffic_intent.rollback_id: r
+        for r in records
+        if r.WhichOneof("event") == "traffic_intent" and r.traffic_intent.rollback_id
+    }
+    for record in _selected(records, "rollback_interrupted", since, model):
+        stop = record.rollback_interrupted
+        intent = intents.get(stop.rollback_id)
+        if stop.rollback_id in listed or intent is None:
+            continue
+        trigger = intent.traffic_intent.trigger
+        rows.append(
+            RollbackRow(
+                seq=record.seq,
+                at=from_pb(intent.at),
+                rollback_id=stop.rollback_id,
+                actor=intent.actor,
+                from_version=stop.from_version,
+                to_version=stop.to_version,
+                outcome="interrupted",
+                detail=stop.detail,
+                trigger_kind=trigger_kind(trigger),
+                cause=root_cause(trigger),
+                trigger_summary=describe_trigger(trigger),
+                trigger=trigger,
+                phases=(),
+                skipped=(),
+                from_weights=weights_of(intent.traffic_intent.from_policy),
+                to_weights=weights_of(intent.traffic_intent.to_policy),
+                archive_path="",
+                archive_sha256="",
+            )
+        )
+    rows.sort(key=lambda row: row.seq)
     return rows
 
 

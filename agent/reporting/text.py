@@ -57,6 +57,11 @@ def format_version(version: VersionSpec, history: Sequence[StatusChangeRow] | No
     return render_text(version_blocks(version, level=1, history=history))
 
 
+def _worth_showing(change: TrafficChange) -> bool:
+    """The detail of a change that did not simply succeed, or that an operator forced."""
+    return bool(change.detail) and (change.outcome != "acked" or change.detail.startswith("FORCED"))
+
+
 def format_changes(changes: Sequence[TrafficChange]) -> str:
     """`rollback-agent history`: one line per traffic change, oldest first."""
     rows = tuple(
@@ -68,7 +73,9 @@ def format_changes(changes: Sequence[TrafficChange]) -> str:
             c.actor,
             c.outcome,
             ms(c.decision_to_ack_ms),
-            c.reason + (f" [trigger: {c.trigger}]" if c.trigger else ""),
+            c.reason
+            + (f" [trigger: {c.trigger}]" if c.trigger else "")
+            + (f" [{c.detail.strip()}]" if _worth_showing(c) else ""),
         )
         for c in changes
     )

@@ -236,6 +236,7 @@ def changes(
         require_aware(since, "since")
     selected = [r for r in records if _in_model(r, model)]
     triggers, by_revision = _rollback_links(selected)
+    intents = {r.seq: r.traffic_intent for r in selected if r.WhichOneof("event") == "traffic_intent"}
     result: list[TrafficChange] = []
     for record in selected:
         if record.WhichOneof("event") != "traffic_changed":
@@ -261,9 +262,16 @@ def changes(
                 outcome=change.outcome,
                 decision_to_ack_ms=change.decision_to_ack_ms,
                 route_version=change.route_version,
-                detail=change.detail,
+                detail=_forced(intents.get(change.intent_seq)) + change.detail,
                 rollback_id=rollback_id,
                 trigger=triggers.get(rollback_id, ""),
             )
         )
     return result
+
+
+def _forced(intent: audit_pb2.TrafficIntent | None) -> str:
+    """An operator's override of a guard, said first: it is what a reviewer must see."""
+    if intent is None or not intent.forced:
+        return ""
+    return "FORCED over: " + "; ".join(intent.overridden) + ". "

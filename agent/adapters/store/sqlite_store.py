@@ -80,6 +80,7 @@ class SqliteStateStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-store")
         self._conn: sqlite3.Connection | None = None
         self._store_id = ""
+        self.head_seq = 0  # the newest audit record's seq, as last written or read by this process
 
     # -- opening ------------------------------------------------------------------------------------------------
 
@@ -233,7 +234,8 @@ class SqliteStateStore:
                 self._db.execute(
                     "INSERT OR REPLACE INTO policy_history (revision, record) VALUES (?, ?)", (policy.revision, blob)
                 )
-                return sealed
+            self.head_seq = sealed.seq
+            return sealed
 
         return await self._run(write)
 
@@ -275,7 +277,8 @@ class SqliteStateStore:
                     self._db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, value))
                 else:
                     self._db.execute("DELETE FROM settings WHERE key = ?", (key,))
-                return sealed
+            self.head_seq = sealed.seq
+            return sealed
 
         return await self._run(write)
 
@@ -306,7 +309,9 @@ class SqliteStateStore:
         def write() -> audit_pb2.AuditRecord:
             with _storage_errors(self.path), self._db:
                 self._db.execute("BEGIN IMMEDIATE")
-                return self._append_in_txn(record)
+                sealed = self._append_in_txn(record)
+            self.head_seq = sealed.seq
+            return sealed
 
         return await self._run(write)
 
@@ -337,7 +342,10 @@ class SqliteStateStore:
     async def head(self) -> tuple[int, bytes]:
         def read() -> tuple[int, bytes]:
             row = self._db.execute("SELECT seq, record FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-            return (0, GENESIS_HASH) if row is None else (int(row[0]), _audit_record(int(row[0]), row[1]).hash)
+            if row is None:
+                return 0, GENESIS_HASH
+            self.head_seq = int(row[0])
+            return int(row[0]), _audit_record(int(row[0]), row[1]).hash
 
         return await self._run(read)
 
