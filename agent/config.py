@@ -171,6 +171,10 @@ class RollbackSection(_Strict):
     confirm_timeout_s: Annotated[float, Field(gt=0)] = 5.0
     health_max_age_s: Annotated[float, Field(ge=0)] = 3.0
     verification: VerificationSection = VerificationSection()
+    # What a rolled-back version becomes in the registry: `failed` (never a target again; traffic to it only with
+    # an operator's --force), or `quarantined` (also held out of every promotion until an operator runs
+    # `quarantine clear`, which restores `failed`).
+    mark_rolled_back_as: Literal["failed", "quarantined"] = "failed"
 
 
 class ConstraintsSection(_Strict):

@@ -388,7 +388,9 @@ async def _build_on_store(
         )
     if config.signals.health:
         sources.append(health)
-    planner = RegistryPlanner(registry, _constraints(config))
+    planner = RegistryPlanner(
+        registry, _constraints(config), quarantine_rolled_back=config.rollback.mark_rolled_back_as == "quarantined"
+    )
     await planner.refresh_baselines()
     metrics.registry.register(VersionStatusCollector(config.model.name, lambda: planner.statuses))
     monitor_ref: list[Monitor] = []

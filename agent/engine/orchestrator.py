@@ -56,6 +56,11 @@ class TargetPlanner(Protocol):
         """Mark the failing version (never promoted again automatically); returns its previous status."""
         ...
 
+    @property
+    def rolled_back_status(self) -> str:
+        """What mark_failed makes a version: "failed" or "quarantined"."""
+        ...
+
     async def mark_verified(self, version: str, detail: str) -> None: ...
 
 
@@ -210,11 +215,12 @@ class RollbackOrchestrator:
         with clock.phase("mark") as phase:
             why = f"rollback {rollback_id}: {event.summary}"
             previous_status = await self._planner.mark_failed(failing, why, actor_of(event))
-            phase.detail = f"{failing}: {previous_status} -> failed"
-            if previous_status not in ("unknown", "failed"):  # the status change goes into the audit chain too
+            marked = str(self._planner.rolled_back_status)
+            phase.detail = f"{failing}: {previous_status} -> {marked}"
+            if previous_status not in ("unknown", marked):  # the status change goes into the audit chain too
                 await self._store.append(
                     audit_pb2.VersionStatusChanged(
-                        version=failing, from_status=previous_status, to_status="failed", reason=why
+                        version=failing, from_status=previous_status, to_status=marked, reason=why
                     ),
                     actor_of(event),
                 )

@@ -20,9 +20,10 @@ log = logging.getLogger(__name__)
 
 
 class RegistryPlanner:
-    def __init__(self, registry: Registry, constraints: Constraints) -> None:
+    def __init__(self, registry: Registry, constraints: Constraints, *, quarantine_rolled_back: bool = False) -> None:
         self._registry = registry
         self._constraints = constraints
+        self.rolled_back_status = VersionStatus.QUARANTINED if quarantine_rolled_back else VersionStatus.FAILED
         self.baselines: dict[str, Baseline] = {}
         self.statuses: dict[str, str] = {}
 
@@ -43,12 +44,17 @@ class RegistryPlanner:
         return [TargetCandidate(p.version.tag, p.reasons) for p in planned]
 
     async def mark_failed(self, version: str, reason: str, actor: str) -> str:
+        """Mark a rolled-back version failed (then quarantined, when the config says so); returns its status
+        before."""
         try:
             previous = await self._registry.set_status(version, VersionStatus.FAILED, reason, actor)
+            if self.rolled_back_status is VersionStatus.QUARANTINED:
+                # After `failed`, so that clearing the quarantine restores `failed`, never an eligible status.
+                await self._registry.set_status(version, VersionStatus.QUARANTINED, reason, actor)
         except (UnknownVersionError, StatusTransitionError) as exc:
-            log.error("could not mark %s failed: %s", version, exc)
+            log.error("could not mark %s %s: %s", version, self.rolled_back_status.value, exc)
             return "unknown"
-        self.statuses[version] = VersionStatus.FAILED.value
+        self.statuses[version] = self.rolled_back_status.value
         return previous.value
 
     async def mark_verified(self, version: str, detail: str) -> None:

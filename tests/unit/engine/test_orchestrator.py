@@ -75,6 +75,7 @@ class FakePlanner:
         self.targets_calls: list[tuple[str, str | None]] = []
         self.failed: list[tuple[str, str, str]] = []
         self.verified: list[tuple[str, str]] = []
+        self.rolled_back_status = "failed"
 
     async def targets(self, failing: str, operator_choice: str | None) -> Sequence[TargetCandidate]:
         self.targets_calls.append((failing, operator_choice))
@@ -89,7 +90,7 @@ class FakePlanner:
 
     async def mark_failed(self, version: str, reason: str, actor: str) -> str:
         previous = self.status[version]
-        self.status[version] = "failed"
+        self.status[version] = self.rolled_back_status
         self.failed.append((version, reason, actor))
         return previous
 
