@@ -17,18 +17,20 @@ into v2 at a stratified phase of the agent's sampling cycle (below; refserver PO
 - fault -> recovered: `first_time_all_from("v1", fault, ok_only=True)` over the traffic log: the send time of the
   first request after which every request (up to the next re-arm) was answered 200 by v1.
 
-Then the fault is cleared and the bench waits for the Rollback audit record (written after the verification
-window). After the runs comes a steady run (`--steady-s`, default 300): v2 at 50 %, no fault; every rollback in
-it (Rollback audit records, cross-checked with `rollback_agent_rollbacks_total` and the served weights) is a
+Then the fault is cleared and the bench waits for the final Rollback audit record (written after the verification
+window, with every phase; the record with outcome `switched`, written right after the switch, is not it). After the
+runs comes a steady run (`--steady-s`, default 300): v2 at 50 %, no fault; every rollback in it (Rollback audit
+records, one per rollback id, cross-checked with `rollback_agent_rollbacks_total` and the served weights) is a
 false rollback. `failed_requests_outside_fault_windows` counts failed requests that were not in flight between
 a fault's injection and its recovery (expected 0: re-arming, agent restarts and the steady run lose nothing).
 
 Re-arming. The orchestrator marking v2 `failed` and the cooldown do not block anything here: a failed version
-is never an automatic target, but an operator set-weights still routes to it, and `cooldown_s: 0` lets the next
-rollback away from v2 go at once. What blocks re-arming is the evidence: the agent keeps each version's signal
-history in memory, also while the version gets no traffic, so the fault's errors stay in v2's 30 s error-rate
-window for 30 s after the rollback. Giving v2 traffic earlier makes the agent roll it back again on the first
-tick, rightly (the evidence is real). Two clean ways:
+is never an automatic target, but an operator set-weights with `force` still routes to it (the override is
+recorded in the TrafficIntent), and `cooldown_s: 0` lets the next rollback away from v2 go at once. What blocks
+re-arming is the evidence: the agent keeps each version's signal history in memory, also while the version gets
+no traffic, so the fault's errors stay in v2's 30 s error-rate window for 30 s after the rollback. Giving v2
+traffic earlier makes the agent roll it back again on the first tick, rightly (the evidence is real). Two clean
+ways:
 
 - `--rearm restart` (default): restart the agent process (SIGTERM, same config and state dir: the persisted
   policy, the registry overlay and one audit chain carry over; Envoy keeps serving its last config meanwhile, so
@@ -85,7 +87,6 @@ import argparse
 import asyncio
 import json
 import math
-import sqlite3
 import sys
 import tempfile
 import time
@@ -100,6 +101,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from agent.adapters.store.sqlite_store import read_audit_records  # noqa: E402
 from agent.pb.rollback_agent.v1 import audit_pb2  # noqa: E402
 from harness.agent import start_agent, wait_http_ready, wait_http_ready_async  # noqa: E402
 from harness.bootstraps import agent_bootstrap  # noqa: E402
@@ -239,9 +241,9 @@ class Stack:
             raise RuntimeError(f"GET /v1/status answered {response.status}: {body}")
         return body
 
-    async def set_weights(self, weights: dict[str, int], reason: str) -> None:
+    async def set_weights(self, weights: dict[str, int], reason: str, force: bool = False) -> None:
         assert self.session is not None
-        body = {"weights": [{"version": v, "weight": w} for v, w in weights.items()], "reason": reason}
+        body = {"weights": [{"version": v, "weight": w} for v, w in weights.items()], "reason": reason, "force": force}
         async with self.session.post(f"{self.control_url}/v1/traffic", json=body) as response:
             payload = await response.json()
         if response.status != 200:
@@ -271,22 +273,14 @@ class Stack:
     # -- the audit trail (read straight from the state dir, as `rollback-agent audit` does) ---------------------
 
     def _audit_after(self, seq: int) -> list[audit_pb2.AuditRecord]:
-        db = sqlite3.connect(self.work / "state" / "state.db", timeout=5)
-        try:
-            rows = db.execute("SELECT record FROM audit WHERE seq > ? ORDER BY seq", (seq,)).fetchall()
-        finally:
-            db.close()
-        return [audit_pb2.AuditRecord.FromString(row[0]) for row in rows]
+        return [r for r in read_audit_records(self.work / "state" / "state.db") if r.seq > seq]
 
     async def audit_after(self, seq: int) -> list[audit_pb2.AuditRecord]:
         return await asyncio.to_thread(self._audit_after, seq)
 
     def _audit_head(self) -> int:
-        db = sqlite3.connect(self.work / "state" / "state.db", timeout=5)
-        try:
-            return int(db.execute("SELECT COALESCE(MAX(seq), 0) FROM audit").fetchone()[0])
-        finally:
-            db.close()
+        records = read_audit_records(self.work / "state" / "state.db")
+        return records[-1].seq if records else 0
 
     async def audit_head(self) -> int:
         return await asyncio.to_thread(self._audit_head)
@@ -323,7 +317,9 @@ class Bench:
         """v2 back to 50 %, then wait until the agent judged it healthy (its error-rate rule is `ok`)."""
         stack = self.stack
         run = Run(index=index, armed_at=time.monotonic())
-        await stack.set_weights({STABLE: 50, CANDIDATE: 50}, reason)
+        # After a run v2 is `failed` (rolled back): giving it traffic again is an operator's override, recorded in
+        # the intent (the first arm crosses no guard, so nothing is recorded as overridden).
+        await stack.set_weights({STABLE: 50, CANDIDATE: 50}, reason, force=True)
         deadline = time.monotonic() + 30
         while True:
             status = await stack.status()
@@ -415,11 +411,18 @@ class Bench:
         return run
 
     async def collect_audit(self, run: Run, seq: int) -> None:
-        """Wait for the Rollback record (written after the verification window) and take its timings."""
+        """Wait for the final Rollback record (written after the verification window) and take its timings."""
         deadline = time.monotonic() + self.stack.verify_window_s + 15
         while time.monotonic() < deadline:
             records = await self.stack.audit_after(seq)
-            rollback = next((r.rollback for r in records if r.WhichOneof("event") == "rollback"), None)
+            rollback = next(
+                (
+                    r.rollback
+                    for r in records
+                    if r.WhichOneof("event") == "rollback" and r.rollback.outcome != "switched"
+                ),
+                None,
+            )
             if rollback is not None:
                 run.rollback = rollback
                 break
@@ -472,7 +475,7 @@ class Bench:
             await asyncio.sleep(min(1.0, max(0.0, end - time.monotonic())))
         await asyncio.sleep(stack.verify_window_s + 3)  # a rollback at the very end writes its record after verify
         records = await stack.audit_after(seq)
-        rollbacks = [r for r in records if r.WhichOneof("event") == "rollback"]
+        rollbacks = rollbacks_of(records)
         firings = sorted(
             {
                 f"{r.verdict_changed.verdict.rule}/{r.verdict_changed.verdict.version}"
@@ -493,6 +496,15 @@ class Bench:
             "rules_fired": firings,
             "candidate_exposed_s": round(exposed_until - started, 1),
         }
+
+
+def rollbacks_of(records: list[audit_pb2.AuditRecord]) -> list[audit_pb2.AuditRecord]:
+    """One record per rollback: its final record, or its "switched" record when the final one is not written yet."""
+    latest: dict[str, audit_pb2.AuditRecord] = {}
+    for record in records:
+        if record.WhichOneof("event") == "rollback":
+            latest[record.rollback.rollback_id] = record  # records are in seq order: the final one comes last
+    return list(latest.values())
 
 
 def first_5xx_after(results: Results, run: Run) -> float:

@@ -6,7 +6,8 @@ the same two reference model servers (v1 stable, v2 candidate) and pulling GET /
 parallel batches. Then, per poll interval (the agent's default 2 s, then 0.5 s; the agents restart with the new
 interval and a fresh Alertmanager, the Envoys keep running and re-sync):
 
-1. every agent is re-armed to v1=50 v2=50 (operator set-weights) and every Envoy shows that route;
+1. every agent is re-armed to v1=50 v2=50 (operator set-weights with `force`: after a run v2 is `failed`, and the
+   override is recorded) and every Envoy shows that route;
 2. one fleet alert (ModelVersionHighErrorRate, model=<model>, version=v2, action=rollback) is POSTed to
    Alertmanager's API v2; the clock starts just before the POST;
 3. `alert_to_all_stable_s`: until EVERY Envoy's active route (admin /config_dump?resource=dynamic_route_configs,
@@ -220,7 +221,11 @@ class Fleet:
             await self.session.close()
 
     async def set_weights(self, s: Sidecar, **weights: int) -> None:
-        body = {"weights": [{"version": v, "weight": w} for v, w in weights.items()], "reason": "bench re-arm"}
+        body = {
+            "weights": [{"version": v, "weight": w} for v, w in weights.items()],
+            "reason": "bench re-arm",
+            "force": True,  # after a run v2 is rolled back (failed): re-admitting it is an operator's recorded override
+        }
         headers = {"Authorization": f"Bearer {TOKEN}"}
         async with self.http().post(f"http://127.0.0.1:{s.control}/v1/traffic", json=body, headers=headers) as r:
             if r.status != 200:

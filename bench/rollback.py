@@ -24,11 +24,9 @@ Figures (milliseconds):
 Re-arming between runs (a clean way, no agent restart):
 
 1. clear the fault on v3 (refserver DELETE /faults);
-2. clear v3's runtime status `failed`: delete its row from the registry overlay table (version_status_overlay in
-   state_dir/state.db). The registry reads the overlay on every call, so the agent sees v3 as the registry file
-   declares it (candidate) at once, and every run marks it `candidate -> failed` again. This is a bench shortcut: a
-   real re-release is a new version in the registry, and the agent never un-fails a version by itself;
-3. route v2=50 v3=50 with an operator set-weights (control API), and wait until the agent judges v3 healthy.
+2. route v2=50 v3=50 with an operator set-weights with `force` (control API): v3 stays `failed` in the registry
+   (the agent never un-fails a version by itself), and the operator's override is recorded in the intent;
+3. wait until the agent judges v3 healthy.
 
 The evidence has to be clean too: the agent keeps each version's signal history while it gets no traffic, so the
 fault's errors would stay in a 30 s error-rate window and roll v3 back again on re-arm (rightly). The bench's rule
@@ -43,9 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import sqlite3
 import sys
 import tempfile
 import time
@@ -59,6 +55,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from agent.adapters.store.sqlite_store import read_audit_records  # noqa: E402
 from agent.pb.rollback_agent.v1 import audit_pb2  # noqa: E402
 from harness.agent import start_agent, wait_http_ready  # noqa: E402
 from harness.bootstraps import agent_bootstrap  # noqa: E402
@@ -112,16 +109,10 @@ def registry(created: dict[str, str]) -> dict[str, Any]:
 
 
 def rollback_records(db: Path) -> list[audit_pb2.AuditRecord]:
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-        rows = conn.execute("SELECT record FROM audit ORDER BY seq").fetchall()
-    records = [audit_pb2.AuditRecord.FromString(r[0]) for r in rows]
-    return [r for r in records if r.WhichOneof("event") == "rollback"]
-
-
-def clear_failed_status(db: Path, tag: str) -> None:
-    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
-        conn.execute("PRAGMA busy_timeout=5000")
-        conn.execute("DELETE FROM version_status_overlay WHERE model = ? AND tag = ?", (MODEL, tag))
+    """Final rollback records (a rollback that moved traffic also has an earlier "switched" record)."""
+    return [
+        r for r in read_audit_records(db) if r.WhichOneof("event") == "rollback" and r.rollback.outcome != "switched"
+    ]
 
 
 class Stack:
@@ -145,7 +136,11 @@ class Stack:
         return next((r["state"] for r in rules if r["version"] == version), "")
 
     async def set_weights(self, **weights: int) -> None:
-        body = {"weights": [{"version": v, "weight": w} for v, w in weights.items()], "reason": "bench: re-arm"}
+        body = {
+            "weights": [{"version": v, "weight": w} for v, w in weights.items()],
+            "reason": "bench: re-arm",
+            "force": True,  # v3 was rolled back (failed): re-admitting it is an operator's recorded override
+        }
         async with self.session.post(f"{self.control_url}/v1/traffic", json=body) as response:
             if response.status != 200:
                 raise SystemExit(f"re-arm failed: {response.status} {await response.text()}")
@@ -160,7 +155,6 @@ async def one_run(
     failed = generator.snapshot().failed(since=time.monotonic() - 60)
     if failed:
         await asyncio.sleep(max(0.0, max(r.t_done for r in failed) + RULE_WINDOW_S + 2.0 - time.monotonic()))
-    await asyncio.to_thread(clear_failed_status, stack.db, "v3")
     rearmed = time.monotonic()
     await stack.set_weights(v1=0, v2=50, v3=50)
 

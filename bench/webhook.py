@@ -1,7 +1,8 @@
 """bench/webhook: the Alertmanager webhook as a rollback trigger, through the real agent and a real Envoy.
 
 (a) Latency over >= 50 rollbacks under steady traffic (two reference model servers, 50/50 split). Each round
-    re-arms (operator set-weights v1=50 v2=50 on the control API), then POSTs one firing ModelVersionHighErrorRate
+    re-arms (operator set-weights v1=50 v2=50 with `force` on the control API: v2 is `failed` after the previous
+    round, and the override is recorded), then POSTs one firing ModelVersionHighErrorRate
     alert (action=rollback, version=v2; a new fingerprint each time) to POST /v1/alerts, and waits until the
     rollback's audit record is written (rounds do not overlap). Figures, from the client's send time (wall clock)
     and the Rollback audit records read from the state dir (full-precision timestamps):
@@ -28,14 +29,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
 import http.client
 import json
 import os
 import random
 import secrets
-import sqlite3
 import sys
 import tempfile
 import time
@@ -51,6 +50,7 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from agent.adapters.store.sqlite_store import read_audit_records  # noqa: E402
 from agent.pb.rollback_agent.v1 import audit_pb2  # noqa: E402
 from harness.agent import start_agent, wait_http_ready  # noqa: E402
 from harness.bootstraps import agent_bootstrap  # noqa: E402
@@ -168,7 +168,11 @@ class Agent:
         self.control_headers = {"Authorization": f"Bearer {TOKEN}"}
 
     async def set_weights(self, **weights: int) -> None:
-        body = {"weights": [{"version": v, "weight": w} for v, w in weights.items()], "reason": "bench re-arm"}
+        body = {
+            "weights": [{"version": v, "weight": w} for v, w in weights.items()],
+            "reason": "bench re-arm",
+            "force": True,  # v2 was rolled back (failed) last round: re-admitting it is an operator's recorded override
+        }
         async with self.session.post(
             f"{self.control_url}/v1/traffic", json=body, headers=self.control_headers
         ) as response:
@@ -211,10 +215,9 @@ class Agent:
 def rollback_records(state_db: Path) -> list[audit_pb2.Rollback]:
     """Every Rollback record of the audit trail, read from the state dir's SQLite file (read-only): the
     timestamps there have full precision (the report rounds them to milliseconds)."""
-    with contextlib.closing(sqlite3.connect(f"file:{state_db}?mode=ro", uri=True)) as db:
-        rows = db.execute("SELECT record FROM audit ORDER BY seq").fetchall()
-    records = [audit_pb2.AuditRecord.FromString(blob) for (blob,) in rows]
-    return [r.rollback for r in records if r.WhichOneof("event") == "rollback"]
+    records = read_audit_records(state_db)
+    # A rollback that moved traffic has a "switched" record and a final one with every phase: the final one.
+    return [r.rollback for r in records if r.WhichOneof("event") == "rollback" and r.rollback.outcome != "switched"]
 
 
 def phase(record: audit_pb2.Rollback, name: str) -> audit_pb2.Phase | None:

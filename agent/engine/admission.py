@@ -96,7 +96,8 @@ class Admission:
                     self._last_rollback = (at, record.rollback.to_version)
                     if trigger.WhichOneof("source") != "operator" and now - at < 3600:
                         self._recent.append(at)
-            if trigger is not None and trigger.dedupe_key:
+            too_old = now - record.at.ToNanoseconds() / 1e9 > self.settings.dedupe_ttl_s
+            if trigger is not None and trigger.dedupe_key and not too_old:
                 self._dedupe.claim(trigger.dedupe_key)
                 if which == "rollback" and record.rollback.outcome in ("no_eligible_target", "switch_failed"):
                     escalated.add(trigger.dedupe_key)

@@ -29,8 +29,11 @@ import yaml
 from agent.adapters.archive.forensic_archive import ForensicArchiver
 from agent.adapters.nop_route_sink import NopRouteSink
 from agent.adapters.registry.file_registry import open_registry
-from agent.adapters.store.sqlite_store import SqliteStateStore
+from agent.adapters.store.sqlite_store import SqliteStateStore, read_audit_records
 from agent.config import load_config
+from agent.domain.records import policy_to_pb
+from agent.domain.traffic import TrafficPolicy
+from agent.engine.admission import Admission, AdmissionSettings
 from agent.engine.decisions import Action, Cause, DecisionOutcome, TriggerEvent
 from agent.engine.orchestrator import RollbackOrchestrator, RollbackSettings
 from agent.engine.planner import RegistryPlanner
@@ -98,7 +101,14 @@ async def make_trail(directory: Path) -> Trail:
     t0 = float(int(time.time()) - 3600)  # whole seconds: exact in floats, timestamps and RFC 3339
     clock = Clock(t0)
     times = {"t0": t0, "t1": t0 + 600, "t2": t0 + 1200, "t3": t0 + 1800}
-    store = await SqliteStateStore.open(config.state_dir / "state.db")
+    initial = TrafficPolicy((("v1", 100), ("v2", 0)), 1, "initial weights from the config file", "config", t0)
+    store = await SqliteStateStore.create(
+        config.state_dir / "state.db",
+        model=MODEL,
+        establish=audit_pb2.StateEstablished(how="first_start", policy=policy_to_pb(initial)),
+        actor="agent",
+        clock=clock,
+    )
     registry = await open_registry(config)
     try:
         metrics = AgentMetrics(MODEL)
@@ -112,7 +122,7 @@ async def make_trail(directory: Path) -> Trail:
             ack_timeout_s=1,
             wall_clock=clock,
         )
-        await traffic.start({"v1": 100})
+        await traffic.start()
         clock.now = times["t1"]
         await traffic.set_weights({"v1": 90, "v2": 10}, reason="canary 10%", actor="operator:alice")
         clock.now = times["t2"]
@@ -132,7 +142,8 @@ async def make_trail(directory: Path) -> Trail:
             settings=RollbackSettings(verify_window_s=0),
             wall_clock=clock,
         )
-        decision = await orchestrator.handle(
+        admission = Admission(traffic=traffic, store=store, procedure=orchestrator, settings=AdmissionSettings())
+        decision = await admission.handle(
             TriggerEvent(
                 cause=Cause.OPERATOR,
                 action=Action.ROLLBACK,
@@ -144,11 +155,14 @@ async def make_trail(directory: Path) -> Trail:
         assert decision.outcome is DecisionOutcome.ROLLED_BACK, decision
 
         async def rollback_written() -> bool:
-            return any(r.WhichOneof("event") == "rollback" for r in await store.audit_records())
+            # The final record (a rollback that moved traffic first writes one with outcome "switched").
+            return any(
+                r.WhichOneof("event") == "rollback" and r.rollback.outcome != "switched" for r in await store.records()
+            )
 
         await async_wait_until(rollback_written, 10, what="the Rollback audit record")
         await orchestrator.close()
-        records = len(await store.audit_records())
+        records = len(await store.records())
     finally:
         await registry.close()
         await store.close()
@@ -182,10 +196,8 @@ def db_of(config: Path) -> sqlite3.Connection:
 
 
 def seq_of(config: Path, event: str, which: int = 0) -> int:
-    with contextlib.closing(db_of(config)) as db:
-        rows = db.execute("SELECT seq, record FROM audit ORDER BY seq").fetchall()
-    found = [seq for seq, blob in rows if audit_pb2.AuditRecord.FromString(blob).WhichOneof("event") == event]
-    return found[which]
+    records = read_audit_records(config.parent / "state" / "state.db")
+    return [r.seq for r in records if r.WhichOneof("event") == event][which]
 
 
 def iso(unix_s: float) -> str:

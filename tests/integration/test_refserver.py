@@ -407,6 +407,7 @@ def test_faults_merge_get_validate_and_clear(server: RefServer) -> None:
         "missing_rate",
         "accuracy_drop",
         "unready",
+        "leak_mb_per_s",
     }
 
 

@@ -12,11 +12,9 @@ the shipped rules/default.yaml.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
-import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -27,6 +25,7 @@ import pytest
 import yaml
 
 from agent.adapters.signals.oip_health import OipHealthSource, VersionProbe
+from agent.adapters.store.sqlite_store import read_audit_records
 from agent.pb.rollback_agent.v1 import audit_pb2
 from harness.load import TrafficGenerator
 from harness.wait import async_wait_until
@@ -136,9 +135,7 @@ async def rule_state(stack: AgentStack, version: str, rule: str) -> str:
 
 
 def _audit(db: Path) -> list[audit_pb2.AuditRecord]:
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-        rows = conn.execute("SELECT record FROM audit ORDER BY seq").fetchall()
-    return [audit_pb2.AuditRecord.FromString(r[0]) for r in rows]
+    return read_audit_records(db)
 
 
 async def finished_rollback(stack: AgentStack, timeout_s: float = 20) -> audit_pb2.AuditRecord:
@@ -147,7 +144,11 @@ async def finished_rollback(stack: AgentStack, timeout_s: float = 20) -> audit_p
 
     async def written() -> audit_pb2.AuditRecord | None:
         records = await asyncio.to_thread(_audit, db)
-        done = [r for r in records if r.WhichOneof("event") == "rollback" and r.rollback.outcome != "suppressed"]
+        done = [
+            r
+            for r in records
+            if r.WhichOneof("event") == "rollback" and r.rollback.outcome not in ("suppressed", "switched")
+        ]
         return done[-1] if done else None
 
     return await async_wait_until(written, timeout_s, interval_s=0.1, what="the Rollback audit record")

@@ -11,8 +11,6 @@ v1; the agent then watches v1 for a 3 s verify window against v1's baseline:
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from agent.adapters.store.sqlite_store import read_audit_records
 from agent.pb.rollback_agent.v1 import audit_pb2
 from harness.load import TrafficGenerator
 from harness.wait import async_wait_until
@@ -100,24 +99,20 @@ async def rule_state(stack: AgentStack, version: str, rule: str) -> str:
     return next((r["state"] for r in body.get("rules", []) if r["version"] == version and r["rule"] == rule), "")
 
 
-def audit_records(db: Path) -> list[audit_pb2.AuditRecord]:
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-        rows = conn.execute("SELECT record FROM audit ORDER BY seq").fetchall()
-    return [audit_pb2.AuditRecord.FromString(r[0]) for r in rows]
-
-
 async def rollback_record(stack: AgentStack, timeout_s: float = 30) -> audit_pb2.Rollback:
-    """The v2 -> v1 Rollback record, written once the procedure (verify window included) finished."""
+    """The final v2 -> v1 Rollback record, written once the procedure (verify window included) finished (the
+    record with outcome "switched", written right after the switch, is not it)."""
     db = stack.tmp / "state" / "state.db"
 
     async def written() -> audit_pb2.Rollback | None:
-        records = await asyncio.to_thread(audit_records, db)
+        records = await asyncio.to_thread(read_audit_records, db)
         return next(
             (
                 r.rollback
                 for r in records
                 if r.WhichOneof("event") == "rollback"
                 and (r.rollback.from_version, r.rollback.to_version) == ("v2", "v1")
+                and r.rollback.outcome != "switched"
             ),
             None,
         )
