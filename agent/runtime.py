@@ -44,10 +44,10 @@ from agent.alerts.metrics import AlertSourceMetrics
 from agent.config import AgentConfig, ControlSection
 from agent.domain.signals import HistoryLimits, SignalHistory
 from agent.domain.traffic import PolicyError, TrafficPolicy, normalize_weights, refuse_unsafe_start
-from agent.engine.admission import Admission, AdmissionSettings
+from agent.engine.admission import Admission
 from agent.engine.decisions import DecisionHandler
 from agent.engine.monitor import Monitor
-from agent.engine.orchestrator import RollbackOrchestrator, RollbackSettings
+from agent.engine.orchestrator import RollbackOrchestrator
 from agent.engine.planner import RegistryPlanner
 from agent.engine.reconcile import Served, open_intents, open_rollbacks, reconcile
 from agent.engine.rules_watch import RulesWatcher, keep_last_good
@@ -409,28 +409,15 @@ async def _build_on_store(
         archiver=ForensicArchiver(config.state_dir / "archive", providers),
         store=store,
         metrics=metrics,
-        settings=RollbackSettings(
-            cooldown_s=r.cooldown_s,
-            max_per_hour=r.max_per_hour,
-            verify_window_s=r.verify_window_s,
-            on_verification_failure=r.on_verification_failure,
-            warm_timeout_s=r.warm_timeout_s,
-            confirm_timeout_s=r.confirm_timeout_s,
-            health_max_age_s=r.health_max_age_s,
-        ),
+        settings=config.rollback,
     )
     cleanups.append(orchestrator.close)
     admission = Admission(
         traffic=controller,
         store=store,
         procedure=orchestrator,
-        settings=AdmissionSettings(
-            cooldown_s=r.cooldown_s,
-            max_per_hour=r.max_per_hour,
-            escalation_retry_s=config.alerts.escalation_retry_s,
-            dedupe_ttl_s=config.alerts.dedupe_ttl_s,
-            dedupe_max_entries=config.alerts.dedupe_max_entries,
-        ),
+        rollback=config.rollback,
+        alerts=config.alerts,
         statuses=lambda: planner.statuses,
     )
     orchestrator.on_follow_up = admission.forget_last_rollback

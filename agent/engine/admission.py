@@ -20,10 +20,11 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
+from agent.alerts.config import AlertsConfig
 from agent.alerts.dedupe import Dedupe
+from agent.config import RollbackSection
 from agent.engine.decisions import Action, Cause, Decision, DecisionOutcome, TriggerEvent, actor_of
 from agent.engine.traffic import TrafficChangeError, TrafficController
 from agent.pb.rollback_agent.v1 import audit_pb2
@@ -42,15 +43,6 @@ class Procedure(Protocol):
     async def record_suppressed(self, event: TriggerEvent, failing: str, why: str) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class AdmissionSettings:
-    cooldown_s: float = 300.0
-    max_per_hour: int = 3
-    escalation_retry_s: float = 30.0
-    dedupe_ttl_s: float = 24 * 3600.0
-    dedupe_max_entries: int = 10_000
-
-
 class Admission:
     def __init__(
         self,
@@ -58,7 +50,8 @@ class Admission:
         traffic: TrafficController,
         store: StateStore,
         procedure: Procedure,
-        settings: AdmissionSettings,
+        rollback: RollbackSection | None = None,
+        alerts: AlertsConfig | None = None,
         statuses: Callable[[], Mapping[str, str]] = dict,
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
@@ -66,10 +59,14 @@ class Admission:
         self._traffic = traffic
         self._store = store
         self._procedure = procedure
-        self.settings = settings
+        # The config sections as they are: cooldown and cap from `rollback`, the dedupe memory from `alerts`.
+        self.rollback = rollback or RollbackSection()
+        self.alerts = alerts or AlertsConfig()
         self._statuses = statuses
         self._wall = wall_clock
-        self._dedupe = Dedupe(ttl_s=settings.dedupe_ttl_s, max_entries=settings.dedupe_max_entries, clock=monotonic)
+        self._dedupe = Dedupe(
+            ttl_s=self.alerts.dedupe_ttl_s, max_entries=self.alerts.dedupe_max_entries, clock=monotonic
+        )
         self._lock = asyncio.Lock()
         self._recent: deque[float] = deque()  # wall times of automatic rollbacks, for the hourly cap
         self._last_rollback: tuple[float, str] | None = None  # (wall time, target)
@@ -96,7 +93,7 @@ class Admission:
                     self._last_rollback = (at, record.rollback.to_version)
                     if trigger.WhichOneof("source") != "operator" and now - at < 3600:
                         self._recent.append(at)
-            too_old = now - record.at.ToNanoseconds() / 1e9 > self.settings.dedupe_ttl_s
+            too_old = now - record.at.ToNanoseconds() / 1e9 > self.alerts.dedupe_ttl_s
             if trigger is not None and trigger.dedupe_key and not too_old:
                 self._dedupe.claim(trigger.dedupe_key)
                 if which == "rollback" and record.rollback.outcome in ("no_eligible_target", "switch_failed"):
@@ -104,7 +101,7 @@ class Admission:
                 else:
                     escalated.discard(trigger.dedupe_key)
         for key in escalated:
-            self._dedupe.retry_after(key, self.settings.escalation_retry_s)
+            self._dedupe.retry_after(key, self.alerts.escalation_retry_s)
         if self.holds or self._recent or self._last_rollback:
             log.info(
                 "admission restored: holds %s, %d automatic rollback(s) in the last hour, last rollback to %s",
@@ -157,7 +154,7 @@ class Admission:
                 self._dedupe.release(key)  # acting failed: the retry must act
             raise
         if key and decision.outcome is DecisionOutcome.FAILED:
-            self._dedupe.retry_after(key, self.settings.escalation_retry_s)
+            self._dedupe.retry_after(key, self.alerts.escalation_retry_s)
         return decision
 
     async def _decide(self, event: TriggerEvent, entered: float) -> Decision:
@@ -218,14 +215,14 @@ class Admission:
         # waits. A version that someone routed traffic to since (a new canary) is rolled back at once.
         if self._last_rollback is not None:
             at, target = self._last_rollback
-            if failing == target and now - at < self.settings.cooldown_s:
-                left = self.settings.cooldown_s - (now - at)
+            if failing == target and now - at < self.rollback.cooldown_s:
+                left = self.rollback.cooldown_s - (now - at)
                 return f"cooldown: the last rollback moved traffic to {failing} {now - at:.0f}s ago ({left:.0f}s left)"
         while self._recent and now - self._recent[0] > 3600:
             self._recent.popleft()
-        if len(self._recent) >= self.settings.max_per_hour:
+        if len(self._recent) >= self.rollback.max_per_hour:
             return (
-                f"rate cap: {len(self._recent)} automatic rollbacks in the last hour (max {self.settings.max_per_hour})"
+                f"rate cap: {len(self._recent)} automatic rollbacks in the last hour (max {self.rollback.max_per_hour})"
             )
         return ""
 

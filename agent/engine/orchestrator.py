@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from google.protobuf import json_format
 
+from agent.config import RollbackSection
 from agent.domain.records import policy_to_pb, timestamp
 from agent.engine.decisions import Action, Cause, Decision, DecisionOutcome, TriggerEvent, actor_of
 from agent.engine.traffic import ChangeResult, TrafficChangeError, TrafficController
@@ -62,17 +63,6 @@ class TargetPlanner(Protocol):
         ...
 
     async def mark_verified(self, version: str, detail: str) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class RollbackSettings:
-    cooldown_s: float = 300.0
-    max_per_hour: int = 3
-    verify_window_s: float = 60.0
-    on_verification_failure: str = "escalate"  # or "next_target"
-    warm_timeout_s: float = 120.0
-    confirm_timeout_s: float = 5.0
-    health_max_age_s: float = 3.0
 
 
 @dataclass
@@ -127,7 +117,7 @@ class RollbackOrchestrator:
         archiver: Archiver,
         store: StateStore,
         metrics: AgentMetrics,
-        settings: RollbackSettings,
+        settings: RollbackSection,
         wall_clock: Callable[[], float] = time.time,
         perf_clock: Callable[[], float] = time.perf_counter,
     ) -> None:
@@ -389,6 +379,8 @@ class RollbackOrchestrator:
                     trigger=json_format.MessageToDict(event.record, preserving_proto_field_name=True),
                 )
             )
+        except OSError as exc:  # a storage fault (read-only, full, I/O error): one line naming it, no traceback
+            log.error("forensic archive of rollback %s failed: %s", rollback_id, exc)
         except Exception:
             log.exception("forensic archive of rollback %s failed", rollback_id)
         return _Archived(result, started_wall, (self._perf() - started) * 1000.0)

@@ -30,12 +30,12 @@ from agent.adapters.archive.forensic_archive import ForensicArchiver
 from agent.adapters.nop_route_sink import NopRouteSink
 from agent.adapters.registry.file_registry import open_registry
 from agent.adapters.store.sqlite_store import SqliteStateStore, read_audit_records
-from agent.config import load_config
+from agent.config import RollbackSection, load_config
 from agent.domain.records import policy_to_pb
 from agent.domain.traffic import TrafficPolicy
-from agent.engine.admission import Admission, AdmissionSettings
+from agent.engine.admission import Admission
 from agent.engine.decisions import Action, Cause, DecisionOutcome, TriggerEvent
-from agent.engine.orchestrator import RollbackOrchestrator, RollbackSettings
+from agent.engine.orchestrator import RollbackOrchestrator
 from agent.engine.planner import RegistryPlanner
 from agent.engine.traffic import TrafficController
 from agent.pb.rollback_agent.v1 import audit_pb2
@@ -139,10 +139,10 @@ async def make_trail(directory: Path) -> Trail:
             archiver=ForensicArchiver(config.state_dir / "archive", {}),
             store=store,
             metrics=metrics,
-            settings=RollbackSettings(verify_window_s=0),
+            settings=RollbackSection(verify_window_s=0),
             wall_clock=clock,
         )
-        admission = Admission(traffic=traffic, store=store, procedure=orchestrator, settings=AdmissionSettings())
+        admission = Admission(traffic=traffic, store=store, procedure=orchestrator)
         decision = await admission.handle(
             TriggerEvent(
                 cause=Cause.OPERATOR,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from agent.adapters.store.sqlite_store import SqliteStateStore
+from agent.config import RollbackSection
 from agent.engine.decisions import Action, DecisionOutcome
-from agent.engine.orchestrator import RollbackSettings
 from agent.engine.traffic import TrafficChangeError
 from agent.ports.rollback import CheckResult
 from agent.ports.store import StoreUnavailableError
@@ -25,7 +25,7 @@ from tests.unit.engine.test_orchestrator import (
 )
 from tests.unit.engine.test_traffic import established_store
 
-NO_LIMITS = RollbackSettings(cooldown_s=0, max_per_hour=100, verify_window_s=0)
+NO_LIMITS = RollbackSection(cooldown_s=0, max_per_hour=100, verify_window_s=0)
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ async def rigs(store: SqliteStateStore, clock: Clock):
     """Build rigs on the one store (the first, then 'restarted' ones); all closed at the end."""
     made: list[Rig] = []
 
-    async def build(settings: RollbackSettings = NO_LIMITS) -> Rig:
+    async def build(settings: RollbackSection = NO_LIMITS) -> Rig:
         rig = await make_rig(store, settings, clock)
         made.append(rig)
         return rig
@@ -216,7 +216,7 @@ async def test_pause_survives_a_restart(rigs):
 
 async def test_cooldown_suppresses_automatic_rollbacks_but_not_operator_ones(rigs, clock: Clock):
     """After a rollback to X, an automatic rollback away from X waits out the cooldown (no ping-pong)."""
-    rig = await rigs(RollbackSettings(cooldown_s=300, max_per_hour=100, verify_window_s=0))
+    rig = await rigs(RollbackSection(cooldown_s=300, max_per_hour=100, verify_window_s=0))
     assert (await rig.handle(rule_event("v3"))).outcome is DecisionOutcome.ROLLED_BACK
     assert rig.weights() == {"v1": 0, "v2": 100, "v3": 0}
     clock.now += 100
@@ -246,7 +246,7 @@ async def test_cooldown_suppresses_automatic_rollbacks_but_not_operator_ones(rig
 
 
 async def test_cooldown_survives_a_restart(rigs, clock: Clock):
-    settings = RollbackSettings(cooldown_s=300, max_per_hour=100, verify_window_s=0)
+    settings = RollbackSection(cooldown_s=300, max_per_hour=100, verify_window_s=0)
     rig = await rigs(settings)
     assert (await rig.handle(rule_event("v3"))).outcome is DecisionOutcome.ROLLED_BACK
     await rig.wait_rollbacks(1)
@@ -259,7 +259,7 @@ async def test_cooldown_survives_a_restart(rigs, clock: Clock):
 
 
 async def test_hourly_cap_suppresses_automatic_rollbacks_but_not_operator_ones(rigs, clock: Clock):
-    rig = await rigs(RollbackSettings(cooldown_s=0, max_per_hour=2, verify_window_s=0))
+    rig = await rigs(RollbackSection(cooldown_s=0, max_per_hour=2, verify_window_s=0))
     for _ in range(2):
         assert (await rig.handle(rule_event())).outcome is DecisionOutcome.ROLLED_BACK
         await rig.rearm()
@@ -276,7 +276,7 @@ async def test_hourly_cap_suppresses_automatic_rollbacks_but_not_operator_ones(r
 
 
 async def test_hourly_cap_survives_a_restart(rigs, clock: Clock):
-    settings = RollbackSettings(cooldown_s=0, max_per_hour=2, verify_window_s=0)
+    settings = RollbackSection(cooldown_s=0, max_per_hour=2, verify_window_s=0)
     rig = await rigs(settings)
     for _ in range(2):
         assert (await rig.handle(rule_event())).outcome is DecisionOutcome.ROLLED_BACK

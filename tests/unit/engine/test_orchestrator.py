@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from agent.adapters.store.sqlite_store import SqliteStateStore
+from agent.config import AlertsConfig, RollbackSection
 from agent.domain.audit_chain import verify_chain
-from agent.engine.admission import Admission, AdmissionSettings
+from agent.engine.admission import Admission
 from agent.engine.decisions import Action, Cause, Decision, DecisionOutcome, TriggerEvent
-from agent.engine.orchestrator import RollbackOrchestrator, RollbackSettings, TargetCandidate
+from agent.engine.orchestrator import RollbackOrchestrator, TargetCandidate
 from agent.engine.traffic import TrafficController
 from agent.pb.rollback_agent.v1 import audit_pb2
 from agent.ports.rollback import (
@@ -183,7 +184,7 @@ class Clock:
 
 
 class Rig:
-    def __init__(self, store: SqliteStateStore, settings: RollbackSettings, clock: Clock | None = None) -> None:
+    def __init__(self, store: SqliteStateStore, settings: RollbackSection, clock: Clock | None = None) -> None:
         self.store = store
         self.sink = FakeSink()
         self.metrics = AgentMetrics(MODEL)
@@ -221,9 +222,8 @@ class Rig:
             traffic=self.traffic,
             store=store,
             procedure=self.orchestrator,
-            settings=AdmissionSettings(
-                cooldown_s=settings.cooldown_s, max_per_hour=settings.max_per_hour, escalation_retry_s=30
-            ),
+            rollback=settings,
+            alerts=AlertsConfig(escalation_retry_s=30),
             statuses=lambda: self.planner.status,
             wall_clock=self.clock,
             monotonic=self.monotonic,
@@ -269,7 +269,7 @@ class Rig:
         return await async_wait_until(enough, timeout_s, what=f"{n} Rollback audit record(s)")
 
 
-SETTINGS = RollbackSettings(cooldown_s=0, max_per_hour=100, verify_window_s=0.5, warm_timeout_s=7)
+SETTINGS = RollbackSection(cooldown_s=0, max_per_hour=100, verify_window_s=0.5, warm_timeout_s=7)
 
 
 @pytest.fixture
@@ -279,7 +279,7 @@ async def store(tmp_path: Path):
     await s.close()
 
 
-async def make_rig(store: SqliteStateStore, settings: RollbackSettings = SETTINGS, clock: Clock | None = None) -> Rig:
+async def make_rig(store: SqliteStateStore, settings: RollbackSection = SETTINGS, clock: Clock | None = None) -> Rig:
     rig = Rig(store, settings, clock)
     await rig.traffic.start()
     await rig.admission.restore(await store.records())
@@ -551,7 +551,7 @@ async def test_verification_failure_escalates_by_default(rig: Rig):
 
 
 async def test_verification_failure_with_next_target_moves_on_to_the_next_older_version(store: SqliteStateStore):
-    settings = RollbackSettings(
+    settings = RollbackSection(
         cooldown_s=300, max_per_hour=1, verify_window_s=0.1, on_verification_failure="next_target"
     )
     rig = await make_rig(store, settings)

@@ -4,7 +4,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from agent.config import parse_config
-from agent.engine.admission import Admission, AdmissionSettings
+from agent.engine.admission import Admission
 from agent.engine.decisions import Decision, DecisionOutcome
 from agent.engine.traffic import TrafficController
 from agent.http.control_app import make_control_app
@@ -63,7 +63,6 @@ async def make_client(tmp_path: Path, *, unwritable: bool = False):
         traffic=controller,
         store=Unwritable(store) if unwritable else store,
         procedure=procedure,
-        settings=AdmissionSettings(),
     )
     app = make_control_app(
         controller,
