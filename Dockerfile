@@ -17,8 +17,9 @@ WORKDIR /src
 COPY pyproject.toml ./
 COPY agent ./agent
 COPY model_metrics ./model_metrics
-# --only-binary: fail the build rather than compile anything from source.
-RUN /opt/rollback-agent/bin/pip install --only-binary=:all: . \
+# --only-binary: fail the build rather than compile anything from source. The `fleet` extra brings the PostgreSQL
+# driver for the fleet audit store (imported only when audit.fleet is configured).
+RUN /opt/rollback-agent/bin/pip install --only-binary=:all: '.[fleet]' \
     && /opt/rollback-agent/bin/rollback-agent --version
 
 FROM ${PYTHON_IMAGE} AS runtime

@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rollback-agent",
         description="Sidecar that puts model traffic back on the last verified-stable version when a new one degrades.",
+        epilog="exit codes: 0 done; 1 the agent refused or could not complete it; 2 bad usage or configuration; "
+        "3 the agent could not be reached; 4 the state store is missing, damaged or foreign (see `state`)",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -56,29 +58,55 @@ def _parser() -> argparse.ArgumentParser:
     rules_check.add_argument("--tier", choices=["critical", "experimental"], help="resolve against this tier only")
     rules_check.add_argument("--tiers-dir", type=Path, help="tier profiles (default: the shipped rules/tiers)")
 
-    def offline(name: str, help_text: str, parent: Any = sub) -> argparse.ArgumentParser:
+    def offline(name: str, help_text: str, parent: Any = sub, fleet: bool = False) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = parent.add_parser(name, help=help_text)
-        p.add_argument("--config", "-c", type=Path, required=True, help="agent config file (state dir, registry)")
+        p.add_argument("--config", "-c", type=Path, required=not fleet, help="agent config file (state dir, registry)")
+        if fleet:
+            p.add_argument(
+                "--fleet-dsn",
+                metavar="DSN",
+                help="read the fleet audit store (PostgreSQL) instead of the local state: every pod's trail "
+                "(--config is then optional: it adds the registry's provenance)",
+            )
         return p
 
     versions = offline("versions", "list the model's versions (registry + runtime statuses)")
     versions.add_argument("action", nargs="?", choices=["show"], help="show one version in full")
     versions.add_argument("tag", nargs="?")
-    history = offline("history", "traffic changes, or what served at a moment (--at)")
+    history = offline("history", "traffic changes, or what served at a moment (--at)", fleet=True)
+    history.add_argument("--model", help="with --fleet-dsn: only this model's pods")
     history.add_argument("--at", help="RFC 3339 time or an age such as 2h, 7d: which version(s) served then")
     history.add_argument("--since", help="only changes since (RFC 3339 or an age)")
-    report = offline("report", "compliance report: versions, provenance, evidence, every rollback and why")
+    report = offline("report", "compliance report: versions, provenance, evidence, every rollback and why", fleet=True)
     report.add_argument("--model", help="the model (default: the config's)")
     report.add_argument("--since", help="RFC 3339 time or an age such as 30d")
     report.add_argument("--format", choices=["md", "html", "json"], default="md")
     report.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
     audit = sub.add_parser("audit", help="the audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="SUBCOMMAND")
-    offline(
+    verify = offline(
         "verify",
-        "check the hash chain (any edited, removed or reordered record) and that every decision has its outcome",
+        "check the hash chain (any edited, removed or reordered record), the signatures, the anchors, and that "
+        "every decision has its outcome",
         audit_sub,
+        fleet=True,
     )
+    verify.add_argument(
+        "--key-file",
+        action="append",
+        default=[],
+        metavar="[KEY_ID=]PATH",
+        help="a key to check signatures with (HMAC secret, or Ed25519 public/private PEM); repeatable; KEY_ID "
+        "defaults to the key's fingerprint id (default: audit.signing of the config)",
+    )
+    verify.add_argument(
+        "--anchor",
+        action="append",
+        default=[],
+        metavar="SEQ:HASH",
+        help="record SEQ must exist with this hash (hex), e.g. from the head metric or log; repeatable",
+    )
+    verify.add_argument("--min-seq", type=int, default=0, metavar="N", help="the trail must reach record N")
     quarantine = sub.add_parser("quarantine", help="version quarantine")
     quarantine_sub = quarantine.add_subparsers(dest="quarantine_command", required=True, metavar="SUBCOMMAND")
     clear = offline("clear", "end the quarantine of a version (operator action, audited)", quarantine_sub)
@@ -136,6 +164,11 @@ def _parser() -> argparse.ArgumentParser:
     release = client("release", "release the hold on a version (audited)")
     release.add_argument("version")
     release.add_argument("--reason", default="")
+    token = sub.add_parser("token", help="control API tokens (control.tokens_file)")
+    token_sub = token.add_subparsers(dest="token_command", required=True, metavar="SUBCOMMAND")
+    token_sub.add_parser("hash", help="print the sha256 of a token read from stdin, for control.tokens_file")
+    token_check = token_sub.add_parser("check", help="validate a tokens file: every error names the file and line")
+    token_check.add_argument("file", type=Path)
     return parser
 
 
@@ -152,6 +185,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _bootstrap(args)
         if args.command == "rules":
             return _rules_check(args)
+        if args.command == "token":
+            return _token(args)
+        if getattr(args, "fleet_dsn", None):
+            from agent.cli_fleet import run_fleet
+
+            return run_fleet(args)
+        if args.command in ("history", "report", "audit") and args.config is None:
+            raise ConfigError("--config is required (or --fleet-dsn DSN to read the fleet audit store)")
         if args.command in ("versions", "history", "report", "audit", "quarantine"):
             from agent.cli_records import run_offline
 
@@ -225,6 +266,28 @@ def _bootstrap(args: argparse.Namespace) -> int:
         print(f"error: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
         return EXIT_FAILED
     print(f"bootstrap for node {node_id} written to {args.output}")
+    return EXIT_OK
+
+
+def _token(args: argparse.Namespace) -> int:
+    from agent.http.identities import token_sha256
+    from agent.http.tokens_file import TokensFileError, load_tokens_file
+
+    if args.token_command == "check":
+        try:
+            identities = load_tokens_file(args.file)
+        except TokensFileError as exc:
+            print(exc, file=sys.stderr)
+            return EXIT_FAILED
+        print(f"{args.file}: ok ({', '.join(f'{i.name} ({i.role.value})' for i in identities)})")
+        return EXIT_OK
+    token = sys.stdin.buffer.read(64 * 1024).strip()
+    if not token:
+        print('error: no token on stdin (e.g. printf %s "$TOKEN" | rollback-agent token hash)', file=sys.stderr)
+        return EXIT_USAGE
+    if len(token) < 16:
+        print("warning: a token shorter than 16 characters is easy to guess", file=sys.stderr)
+    print(token_sha256(token))
     return EXIT_OK
 
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 from agent.adapters.registry.file_registry import open_registry
+from agent.adapters.store.signing import SigningKeyError, load_signer, load_verify_key, verify_key_of
 from agent.adapters.store.sqlite_store import SqliteStateStore
 from agent.cli_state import local_actor
-from agent.config import ConfigError, load_config
-from agent.domain.audit_chain import verify_chain
+from agent.config import AgentConfig, ConfigError, load_config
+from agent.domain.audit_chain import Anchor, anchor_problems, signing_runs, verify_chain
+from agent.domain.audit_signing import RecordSigner, SignatureKey
 from agent.engine.reconcile import open_intents
 from agent.pb.rollback_agent.v1 import audit_pb2
 from agent.ports.registry import StatusTransitionError, UnknownVersionError
@@ -37,8 +40,17 @@ async def run_offline(args: argparse.Namespace) -> int:
     if not db.exists():
         print(f"error: no state store at {db}: has the agent run with this config?", file=sys.stderr)
         return EXIT_USAGE
+    signing = config.audit.signing
     try:
-        store = await SqliteStateStore.open_existing(db, model=config.model.name)
+        # Records written offline (quarantine clear) are signed like the agent's own.
+        signer = load_signer(signing.mode, signing.key_file, signing.key_id) if args.command == "quarantine" else None
+        keys = _verify_keys(args, config) if args.command == "audit" else None
+        anchors = [Anchor.parse(text) for text in args.anchor] if args.command == "audit" else []
+    except (SigningKeyError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        store = await SqliteStateStore.open_existing(db, model=config.model.name, signer=signer)
     except StateRefusedError as exc:
         print(f"error: {exc}; see `rollback-agent state check`", file=sys.stderr)
         return EXIT_FAILED
@@ -51,7 +63,15 @@ async def run_offline(args: argparse.Namespace) -> int:
         records = await store.audit_records()
         now = datetime.now(UTC)
         if args.command == "audit":
-            problems = verify_chain(records)
+            problems = [str(p) for p in verify_chain(records, keys=keys)]
+            if keys and records and not any(r.key_id or r.signature for r in records):
+                problems.append(
+                    "no record is signed, but a key was given: signing never ran, or the trail was re-sealed "
+                    "without the key"
+                )
+            problems += anchor_problems(records, anchors, args.min_seq)
+            for run in signing_runs(records):
+                print(f"{run}{'' if not run.key_id or keys else ': signatures NOT checked (no key given)'}")
             for problem in problems:
                 print(f"BROKEN {problem}", file=sys.stderr)
             unclosed = open_intents(records)
@@ -68,9 +88,12 @@ async def run_offline(args: argparse.Namespace) -> int:
                 print(f"audit chain intact, but {len(unclosed)} decision(s) without an outcome", file=sys.stderr)
                 return EXIT_FAILED
             intents = sum(1 for r in records if r.WhichOneof("event") == "traffic_intent")
+            checks = (f", signatures valid ({', '.join(sorted(keys))})" if keys else "") + "".join(
+                f", anchor {a.seq} matches" for a in anchors
+            )
             print(
-                f"audit chain intact: {len(records)} records, {intents} traffic decisions each with its outcome, "
-                f"last hash {records[-1].hash.hex() if records else '-'}"
+                f"audit chain intact: {len(records)} records, {intents} traffic decisions each with its outcome"
+                f"{checks}, head {records[-1].seq if records else 0}:{records[-1].hash.hex() if records else '-'}"
             )
             return EXIT_OK
         if args.command == "versions":
@@ -137,3 +160,20 @@ async def run_offline(args: argparse.Namespace) -> int:
     finally:
         await registry.close()
         await store.close()
+
+
+def _verify_keys(args: argparse.Namespace, config: AgentConfig) -> dict[str, SignatureKey] | None:
+    """The keys `audit verify` checks signatures with: --key-file [KEY_ID=]PATH, else the config's audit.signing;
+    None when there are none (signatures are then reported as not checked)."""
+    keys: list[SignatureKey] = []
+    for spec in args.key_file:
+        key_id, sep, path = spec.partition("=")
+        if not sep or Path(spec).exists():
+            key_id, path = "", spec
+        keys.append(load_verify_key(Path(path), key_id or None))
+    if not args.key_file:
+        signing = config.audit.signing
+        signer: RecordSigner | None = load_signer(signing.mode, signing.key_file, signing.key_id)
+        if signer is not None:
+            keys.append(verify_key_of(signer))
+    return {key.key_id: key for key in keys} or None

@@ -15,6 +15,7 @@ import socket
 import sys
 
 from agent.adapters.envoy_admin import EnvoyServing, read_serving
+from agent.adapters.store.signing import SigningKeyError, load_signer
 from agent.adapters.store.sqlite_store import STATE_DB, SqliteStateStore
 from agent.adapters.store.state_check import init_state, open_state, read_marker, restore_state, verify_store
 from agent.config import AgentConfig, ConfigError, load_config
@@ -77,6 +78,12 @@ async def run_state(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILED
     actor = local_actor(args.actor)
+    signing = config.audit.signing
+    try:
+        signer = load_signer(signing.mode, signing.key_file, signing.key_id)  # the new records are signed
+    except SigningKeyError as exc:
+        print(f"error: audit.signing: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if command == "init":
         envoy = await asyncio.to_thread(_envoy, config)
         try:
@@ -92,6 +99,7 @@ async def run_state(args: argparse.Namespace) -> int:
             reason=args.reason,
             actor=actor,
             detail=detail,
+            signer=signer,
         )
         await store.close()
         print(
@@ -102,7 +110,7 @@ async def run_state(args: argparse.Namespace) -> int:
     if command == "restore":
         try:
             store, moved = await restore_state(
-                state_dir, args.file, model=config.model.name, reason=args.reason, actor=actor
+                state_dir, args.file, model=config.model.name, reason=args.reason, actor=actor, signer=signer
             )
         except StateRefusedError as exc:
             print(f"error: {args.file} cannot be restored: {exc}", file=sys.stderr)

@@ -7,6 +7,9 @@ Every error names the file, the line and the dotted path of the bad field, e.g.
 from __future__ import annotations
 
 import ipaddress
+import os
+import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -85,8 +88,19 @@ class ControlSection(_Strict):
     listen: ListenAddress = ListenAddress(port=9091)
     token_file: Path | None = None
     token_env: str = "ROLLBACK_AGENT_TOKEN"
-    # The identity the token stands for: audit records of control API actions name `operator:<token_name>`.
+    # The identity the token stands for (role admin): audit records of its actions name `operator:<token_name>`.
     token_name: Annotated[str, Field(pattern=VERSION_TAG_PATTERN)] = "control-token"
+    # Named identities with roles (read-only, operator, admin), token hashes only: see agent/http/tokens_file.py.
+    # With it, the single token above is optional.
+    tokens_file: Path | None = None
+
+    def resolve_paths(self, base_dir: Path) -> ControlSection:
+        def anchored(path: Path | None) -> Path | None:
+            return path if path is None or path.is_absolute() else base_dir / path
+
+        return self.model_copy(
+            update={"token_file": anchored(self.token_file), "tokens_file": anchored(self.tokens_file)}
+        )
 
 
 class GoldenInference(_Strict):
@@ -187,6 +201,49 @@ class ConstraintsSection(_Strict):
     feature_schema: list[str] = []  # features the pipeline sends today
 
 
+def _default_pod() -> str:
+    return os.environ.get("HOSTNAME", "") or socket.gethostname()
+
+
+class FleetSection(_Strict):
+    """The fleet audit store (PostgreSQL): every record of the local trail is shipped there (docs/fleet.md).
+
+    The DSN is a secret: read from `dsn_file` (a mounted Secret) or the environment variable `dsn_env`, never
+    written in this file."""
+
+    dsn_file: Path | None = None
+    dsn_env: str | None = None
+    pod: Annotated[str, Field(min_length=1, max_length=253)] = Field(default_factory=_default_pod)
+    batch: Annotated[int, Field(ge=1, le=10_000)] = 500
+    interval_s: Annotated[float, Field(gt=0, le=3600)] = 1.0
+
+    @model_validator(mode="after")
+    def _one_dsn_source(self) -> Self:
+        if (self.dsn_file is None) == (self.dsn_env is None):
+            raise ValueError("set exactly one of dsn_file (a mounted Secret) or dsn_env")
+        return self
+
+
+class SigningSection(_Strict):
+    """Signing of the audit chain (docs/audit.md): `hmac` (HMAC-SHA256; the file's bytes are the secret, at least
+    32) or `ed25519` (a PEM private key). `key_id` names the key in every record (default: a fingerprint of it)."""
+
+    mode: Literal["none", "hmac", "ed25519"] = "none"
+    key_file: Path | None = None
+    key_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}$")] | None = None
+
+    @model_validator(mode="after")
+    def _key_when_signing(self) -> Self:
+        if self.mode != "none" and self.key_file is None:
+            raise ValueError(f"mode {self.mode} needs key_file (a mounted Secret)")
+        return self
+
+
+class AuditSection(_Strict):
+    fleet: FleetSection | None = None  # none: the local trail only
+    signing: SigningSection = SigningSection()
+
+
 class AgentConfig(_Strict):
     model: ModelSection
     versions: Annotated[list[VersionConfig], Field(min_length=1)]
@@ -206,6 +263,7 @@ class AgentConfig(_Strict):
     registry_file: Path | None = None  # version registry (YAML, in git); none: derived from `versions`
     constraints: ConstraintsSection = ConstraintsSection()
     alerts: AlertsConfig = AlertsConfig()
+    audit: AuditSection = AuditSection()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:
@@ -295,10 +353,7 @@ def parse_config(text: str | bytes, source: str = "<config>", base_dir: Path | N
 def _resolve_paths(config: AgentConfig, base_dir: Path) -> AgentConfig:
     """Relative paths in the file are relative to the file, not to the working directory."""
     state_dir = config.state_dir if config.state_dir.is_absolute() else base_dir / config.state_dir
-    token_file = config.control.token_file
-    if token_file is not None and not token_file.is_absolute():
-        token_file = base_dir / token_file
-    control = config.control.model_copy(update={"token_file": token_file})
+    control = config.control.resolve_paths(base_dir)
 
     def anchored(path: Path | None) -> Path | None:
         return path if path is None or path.is_absolute() else base_dir / path
@@ -313,7 +368,19 @@ def _resolve_paths(config: AgentConfig, base_dir: Path) -> AgentConfig:
             "rules": rules,
             "registry_file": anchored(config.registry_file),
             "alerts": config.alerts.resolve_paths(base_dir),
+            "audit": _resolve_audit_paths(config.audit, anchored),
         }
+    )
+
+
+def _resolve_audit_paths(audit: AuditSection, anchored: Callable[[Path | None], Path | None]) -> AuditSection:
+    audit = audit.model_copy(
+        update={"signing": audit.signing.model_copy(update={"key_file": anchored(audit.signing.key_file)})}
+    )
+    if audit.fleet is None:
+        return audit
+    return audit.model_copy(
+        update={"fleet": audit.fleet.model_copy(update={"dsn_file": anchored(audit.fleet.dsn_file)})}
     )
 
 

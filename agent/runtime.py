@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import os
 import signal
@@ -25,12 +26,15 @@ from aiohttp import web
 from agent.adapters.alertmanager_poller import AlertmanagerPoller, decision_submitter
 from agent.adapters.archive.forensic_archive import ForensicArchiver
 from agent.adapters.envoy_admin import EnvoyServing, read_serving
+from agent.adapters.fleet.postgres_store import FleetError
+from agent.adapters.fleet.shipper import fleet_shipper
 from agent.adapters.forensic_providers import forensic_providers
 from agent.adapters.nop_route_sink import NopRouteSink
 from agent.adapters.registry.file_registry import open_registry
 from agent.adapters.signals.envoy_stats import EnvoyStatsSource
 from agent.adapters.signals.model_metrics_source import ModelMetricsSource
 from agent.adapters.signals.oip_health import GoldenCheck, OipHealthSource, VersionProbe
+from agent.adapters.store.signing import SigningKeyError, load_signer
 from agent.adapters.store.sqlite_store import SqliteStateStore
 from agent.adapters.store.state_check import OpenedState, checkpoint, open_state
 from agent.adapters.xds.cache import SnapshotCache
@@ -54,8 +58,10 @@ from agent.engine.rules_watch import RulesWatcher, keep_last_good
 from agent.engine.traffic import TrafficController
 from agent.engine.verification import BaselineVerifier
 from agent.http.control_app import make_control_app
+from agent.http.identities import Identities, IdentityError
 from agent.http.public_app import make_public_app
 from agent.http.status_view import StatusView
+from agent.http.tokens_file import TokensFileError, load_tokens_file
 from agent.http.webhook import AlertWebhook, add_alert_webhook
 from agent.log_buffer import RecentLogHandler
 from agent.pb.rollback_agent.v1 import audit_pb2
@@ -68,6 +74,7 @@ from agent.triggers.errors import RuleFileError
 from agent.triggers.ruleset import load_rule_set
 
 log = logging.getLogger(__name__)
+audit_log = logging.getLogger("agent.audit")
 
 RECONCILE_TAIL = 5000  # records read at start-up to reconcile open decisions and rebuild admission's memory
 
@@ -88,10 +95,28 @@ def read_token(control: ControlSection) -> str:
     token = os.environ.get(control.token_env, "").strip()
     if not token:
         raise StartupError(
-            f"the control API needs a bearer token: set control.token_file, or the environment variable "
-            f"{control.token_env}"
+            "the control API needs a bearer token: set control.tokens_file, control.token_file, or the environment "
+            f"variable {control.token_env}"
         )
     return token
+
+
+def read_identities(control: ControlSection) -> Identities:
+    """Who may use the control API: the tokens file's named identities and/or the single token (role admin)."""
+    identities: Identities | None = None
+    if control.tokens_file is not None:
+        try:
+            identities = load_tokens_file(control.tokens_file)
+        except TokensFileError as exc:
+            raise StartupError(f"control.tokens_file: {exc}") from None
+    if identities is None or control.token_file is not None or os.environ.get(control.token_env, "").strip():
+        single = Identities.single(read_token(control), control.token_name)
+        try:
+            identities = single if identities is None else single.merged(identities)
+        except IdentityError as exc:
+            raise StartupError(f"control.tokens_file and the control token ({control.token_name}): {exc}") from None
+    log.info("control API identities: %s", ", ".join(f"{i.name} ({i.role.value})" for i in identities))
+    return identities
 
 
 def topology_from_config(config: AgentConfig) -> ModelTopology:
@@ -260,8 +285,22 @@ def envoy_evidence(config: AgentConfig, topology: ModelTopology) -> Callable[[],
     return read
 
 
+def log_audit_record(record: audit_pb2.AuditRecord) -> None:
+    """One JSON line per committed audit record, so a log pipeline keeps a copy of the chain outside the pod."""
+    fields = {
+        "seq": record.seq,
+        "hash": record.hash.hex(),
+        "prev_hash": record.prev_hash.hex(),
+        "kind": record.WhichOneof("event") or "",
+        "actor": record.actor,
+        "model": record.model,
+        "key_id": record.key_id,
+    }
+    audit_log.info("audit_record %s", json.dumps(fields, separators=(",", ":")))
+
+
 async def build_agent(
-    config: AgentConfig, *, token: str, dry_run: bool = False, log_tail: RecentLogHandler | None = None
+    config: AgentConfig, *, token: str | Identities, dry_run: bool = False, log_tail: RecentLogHandler | None = None
 ) -> AgentParts:
     """Build every part from the config: the state store (checked; StateRefusedError when it is lost or foreign),
     the registry, the traffic controller, admission, the rollback procedure, the monitor and the HTTP apps.
@@ -277,9 +316,19 @@ async def build_agent(
     except PolicyError as exc:
         raise StartupError(str(exc)) from None
     evidence = envoy_evidence(config, topology)
+    signing = config.audit.signing
+    try:
+        signer = await asyncio.to_thread(load_signer, signing.mode, signing.key_file, signing.key_id)
+    except SigningKeyError as exc:
+        raise StartupError(f"audit.signing: {exc}") from None
     try:
         opened = await open_state(
-            config.state_dir, model=config.model.name, starting_policy=lambda: first, envoy=evidence
+            config.state_dir,
+            model=config.model.name,
+            starting_policy=lambda: first,
+            envoy=evidence,
+            signer=signer,
+            observers=(log_audit_record,),
         )
     except OSError as exc:
         raise StartupError(f"state_dir {config.state_dir}: cannot open the state store: {exc.strerror}") from None
@@ -290,6 +339,9 @@ async def build_agent(
         metrics = AgentMetrics(config.model.name)
         metrics.model_info.labels(config.model.name, config.model.tier).set(1)
         metrics.rules_loaded.labels(config.model.name).set(len(rules.rule_set.rules))
+        for head in await store.last_records(1):
+            metrics.set_audit_head(head.seq, head.hash, head.key_id)
+        store.sealed_observers.append(lambda record: metrics.set_audit_head(record.seq, record.hash, record.key_id))
         if rules_error:
             await store.append(
                 audit_pb2.RulesReloaded(
@@ -322,7 +374,7 @@ async def _build_on_store(
     evidence: Callable[[], Awaitable[EnvoyServing]],
     dry_run: bool,
     log_tail: RecentLogHandler | None,
-    token: str,
+    token: str | Identities,
 ) -> AgentParts:
     store = opened.store
     try:
@@ -530,6 +582,12 @@ async def serve(parts: AgentParts) -> int:
         supervisor.spawn("monitor", parts.monitor.run())
         supervisor.spawn("baselines", _refresh_baselines(parts.planner))
         supervisor.spawn("state-checkpoint", _checkpoint_periodically(parts.store, config.state_dir))
+        if config.audit.fleet is not None:
+            try:
+                shipper = fleet_shipper(config.audit.fleet, parts.store, config.model.name, parts.metrics.registry)
+            except FleetError as exc:
+                raise StartupError(str(exc)) from None
+            supervisor.spawn("fleet-shipper", shipper.run())
         if parts.watcher is not None:
             supervisor.spawn("rules-watcher", parts.watcher.run())
         # Everything loaded at start-up lives for the whole run: keep the collector from rescanning it every full
@@ -559,7 +617,7 @@ async def serve(parts: AgentParts) -> int:
 
 
 async def run_agent(config: AgentConfig, *, dry_run: bool = False, log_tail: RecentLogHandler | None = None) -> int:
-    parts = await build_agent(config, token=read_token(config.control), dry_run=dry_run, log_tail=log_tail)
+    parts = await build_agent(config, token=read_identities(config.control), dry_run=dry_run, log_tail=log_tail)
     return await serve(parts)
 
 

@@ -133,6 +133,22 @@ class AgentMetrics:
             ["model"],
             registry=r,
         )
+        # The audit chain's head, anchored outside the pod: Prometheus keeps the history of (seq, hash) pairs, so
+        # a trail later truncated or re-sealed no longer matches what was scraped (`audit verify --anchor`).
+        self.audit_head_seq = Gauge(
+            "rollback_agent_audit_head_seq", "Sequence number of the newest audit record.", ["model"], registry=r
+        )
+        self.audit_head_info = Gauge(
+            "rollback_agent_audit_head_info",
+            "1 for the newest audit record: its sequence number, hash (hex) and signing key id.",
+            ["model", "seq", "hash", "key_id"],
+            registry=r,
+        )
+
+    def set_audit_head(self, seq: int, digest: bytes, key_id: str) -> None:
+        self.audit_head_seq.labels(self.model).set(seq)
+        self.audit_head_info.clear()
+        self.audit_head_info.labels(self.model, str(seq), digest.hex(), key_id).set(1)
 
     def set_weights(self, state: str, weights: tuple[tuple[str, int], ...]) -> None:
         for version, weight in weights:

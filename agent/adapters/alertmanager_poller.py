@@ -177,7 +177,7 @@ class AlertmanagerPoller:
                 continue
             self._member_ok(member)
             self._report_refused(member, alerts.refused)
-            await self._reconcile(alerts.alerts, resolve=not alerts.refused)
+            await self._reconcile(alerts.alerts, f"alertmanager-api:{member.label}", resolve=not alerts.refused)
             return interval
         if not self._all_down:
             self._all_down = True
@@ -244,7 +244,8 @@ class AlertmanagerPoller:
             log.debug("Alertmanager %s still down (%d errors): %s", member.label, member.failures, reason)
         member.up = False
 
-    async def _reconcile(self, alerts: list[ApiAlert], *, resolve: bool = True) -> None:
+    async def _reconcile(self, alerts: list[ApiAlert], credential: str, *, resolve: bool = True) -> None:
+        """`credential`: the source that answered (`alertmanager-api:<url without user:password>`), recorded."""
         present: dict[str, Alert] = {}
         new: list[tuple[str, Alert]] = []
         for api_alert in alerts:
@@ -256,10 +257,10 @@ class AlertmanagerPoller:
         self._ignored &= present.keys()
         # Resolutions first: an alert that resolved and fired again (new startsAt) must end up held, not released.
         for key in [k for k in self._tracked if resolve and k not in present]:
-            if await self._take(self._tracked[key].resolved_at(self._wall())) is not None:
+            if await self._take(self._tracked[key].resolved_at(self._wall()), credential) is not None:
                 del self._tracked[key]
         for key, alert in new:
-            result = await self._take(alert)
+            result = await self._take(alert, credential)
             if result is None:
                 continue  # failed: retried next round
             if result.outcome is IntakeOutcome.IGNORED:
@@ -267,10 +268,10 @@ class AlertmanagerPoller:
             else:
                 self._tracked[key] = alert
 
-    async def _take(self, alert: Alert) -> IntakeResult | None:
+    async def _take(self, alert: Alert, credential: str) -> IntakeResult | None:
         failure_key = f"{occurrence_key(alert)}/{alert.status}"
         try:
-            result = await self._intake.take(alert, received_via="api")
+            result = await self._intake.take(alert, received_via="api", credential=credential)
         except Exception:
             self._metrics.pulled_alerts.labels("failed").inc()
             if failure_key not in self._failing:

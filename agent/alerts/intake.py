@@ -87,9 +87,12 @@ class AlertIntake:
             retry_after_s=config.escalation_retry_s,
         )
 
-    async def take(self, alert: Alert, *, received_via: ReceivedVia, receiver: str = "") -> IntakeResult:
-        """Route, deduplicate and submit one alert. Raises what `submit` raises (the alert is then forgotten)."""
-        routed = self.router.route(alert, received_via=received_via, receiver=receiver)
+    async def take(
+        self, alert: Alert, *, received_via: ReceivedVia, receiver: str = "", credential: str = ""
+    ) -> IntakeResult:
+        """Route, deduplicate and submit one alert. Raises what `submit` raises (the alert is then forgotten).
+        `credential` names the credential the alert came with; the audit record of its decision carries it."""
+        routed = self.router.route(alert, received_via=received_via, receiver=receiver, credential=credential)
         if routed is None:
             log.debug(
                 "alert %s (%s) %s via %s: no route acts on it",

@@ -86,19 +86,27 @@ class AlertRouter:
     def from_config(cls, config: AlertsConfig, model: str) -> AlertRouter:
         return cls(config.routes, model=model, model_label=config.model_label)
 
-    def route(self, alert: Alert, *, received_via: ReceivedVia, receiver: str = "") -> RoutedAlert | None:
+    def route(
+        self, alert: Alert, *, received_via: ReceivedVia, receiver: str = "", credential: str = ""
+    ) -> RoutedAlert | None:
         """The action this alert asks for, or None when it is ignored (no route, an `ignore` route, another
-        model)."""
+        model). `credential`: the name of the credential the alert came with (recorded)."""
         labels = dict(alert.labels)
         for route in self._routes:
             if not route.any_model and labels.get(self.model_label) != self.model:
                 continue
             if all(m.matches(labels) for m in route.matchers):
-                return self._routed(alert, route, labels, received_via, receiver)
+                return self._routed(alert, route, labels, received_via, receiver, credential)
         return None
 
     def _routed(
-        self, alert: Alert, route: _Route, labels: dict[str, str], received_via: ReceivedVia, receiver: str
+        self,
+        alert: Alert,
+        route: _Route,
+        labels: dict[str, str],
+        received_via: ReceivedVia,
+        receiver: str,
+        credential: str,
     ) -> RoutedAlert | None:
         note = ""
         chosen = route.action
@@ -118,7 +126,7 @@ class AlertRouter:
             version=version,
             route=route.name,
             summary=self._summary(alert, version, route.name, action) + note,
-            record=_record(alert, received_via, receiver),
+            record=_record(alert, received_via, receiver, credential),
             dedupe_key=event_key(alert),
         )
 
@@ -134,7 +142,7 @@ class AlertRouter:
         return f"{text} (route {route}: {action.value})"
 
 
-def _record(alert: Alert, received_via: ReceivedVia, receiver: str) -> audit_pb2.Trigger:
+def _record(alert: Alert, received_via: ReceivedVia, receiver: str, credential: str) -> audit_pb2.Trigger:
     starts_at = timestamp_pb2.Timestamp()
     starts_at.FromDatetime(alert.starts_at)
     return audit_pb2.Trigger(
@@ -147,5 +155,6 @@ def _record(alert: Alert, received_via: ReceivedVia, receiver: str) -> audit_pb2
             starts_at=starts_at,
             received_via=received_via,
             receiver=receiver,
+            credential=credential,
         )
     )

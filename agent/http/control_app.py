@@ -1,13 +1,16 @@
 """The control API: JSON over HTTP, each body the proto3 JSON mapping of a message in proto/ (control.proto).
 
-Every request needs `Authorization: Bearer <token>`; a missing or wrong token is refused with 401 and changes nothing.
-The audit trail records the authenticated identity (the credential's name) as the actor; an `actor` in a request
+Every request needs `Authorization: Bearer <token>`; a missing or unknown token is refused with 401 and changes
+nothing. Each token is a named identity with a role (agent.http.identities): reading (GET) needs `read-only` or
+above, every change needs `operator` or above, and forcing traffic onto a version the agent would refuse needs
+`admin`; too low a role is refused with 403 naming the role needed and the identity's role, and changes nothing.
+The audit trail records the authenticated identity (`operator:<name>`) as the actor; an `actor` in a request
 body is only the caller's claimed name, kept beside it and never trusted. A storage fault answers 503 naming it.
 """
 
 from __future__ import annotations
 
-import hmac
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -20,17 +23,22 @@ from agent.domain.safe_json import JsonInputError, loads_bounded
 from agent.engine.admission import Admission
 from agent.engine.decisions import Action, Cause, DecisionHandler, DecisionOutcome, TriggerEvent
 from agent.engine.traffic import ChangeResult, TrafficChangeError, TrafficController
+from agent.http.identities import Identities, Identity, Role
 from agent.http.status_view import StatusView
 from agent.pb.rollback_agent.v1 import audit_pb2, control_pb2
 from agent.ports.store import StoreUnavailableError
 
 CONTROLLER = web.AppKey("controller", TrafficController)
 STATUS = web.AppKey("status", StatusView)
-TOKEN = web.AppKey("token", str)
-IDENTITY = web.AppKey("identity", str)
+IDENTITIES = web.AppKey("identities", Identities)
+IDENTITY = web.RequestKey("identity", Identity)
 DECISIONS = web.AppKey("decisions", DecisionHandler)
 ADMISSION = web.AppKey("admission", Admission)
 MAX_BODY_BYTES = 64 * 1024
+
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -53,12 +61,26 @@ def error_response(status: int, code: str, message: str) -> web.Response:
 async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     header = request.headers.get("Authorization", "")
     scheme, _, presented = header.partition(" ")
-    expected = request.app[TOKEN]
     # aiohttp keeps header bytes that are not UTF-8 as surrogate escapes: compare the bytes as sent.
-    presented_bytes = presented.strip().encode("utf-8", "surrogateescape")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(presented_bytes, expected.encode()):
+    identity = request.app[IDENTITIES].authenticate(presented.encode("utf-8", "surrogateescape"))
+    if scheme.lower() != "bearer" or identity is None:
         return error_response(401, "unauthenticated", "missing or wrong bearer token")
+    needed = Role.READ_ONLY if request.method in _READS else Role.OPERATOR
+    if not identity.role.allows(needed):
+        return _forbidden(request, identity, needed, f"{request.method} {request.path}")
+    request[IDENTITY] = identity
     return await handler(request)
+
+
+def _forbidden(request: web.Request, identity: Identity, needed: Role, what: str) -> web.Response:
+    log.warning(
+        "control API: refused %s to %s (role %s; needs %s)", what, identity.name, identity.role.value, needed.value
+    )
+    return error_response(
+        403,
+        "permission_denied",
+        f"{what} needs role {needed.value} or above; identity {identity.name!r} has role {identity.role.value}",
+    )
 
 
 async def parse_body(request: web.Request, message_type: type[M]) -> M:
@@ -91,8 +113,8 @@ def _change_response(result: ChangeResult, status_view: StatusView) -> web.Respo
 
 
 def _identity(request: web.Request) -> str:
-    """The authenticated identity: the name of the credential the request presented."""
-    return request.app[IDENTITY]
+    """The authenticated identity: the name of the token the request presented."""
+    return request[IDENTITY].name
 
 
 def _actor(request: web.Request) -> str:
@@ -124,6 +146,8 @@ async def set_weights(request: web.Request) -> web.Response:
             weights[item.version] = item.weight
         if not weights:
             raise TrafficChangeError("invalid_argument", "no weights given")
+        if body.force and not request[IDENTITY].role.allows(Role.ADMIN):
+            return _forbidden(request, request[IDENTITY], Role.ADMIN, "forcing traffic (force: true)")
         reason = body.reason or "set by operator"
         result = await request.app[CONTROLLER].set_weights(
             weights,
@@ -232,19 +256,21 @@ def _hold_handler(held: bool) -> Handler:
 def make_control_app(
     controller: TrafficController,
     status_view: StatusView,
-    token: str,
+    credentials: str | Identities,
     *,
     identity: str = "control-token",
     decisions: DecisionHandler | None = None,
     admission: Admission | None = None,
 ) -> web.Application:
-    if not token:
-        raise ValueError("the control API needs a non-empty bearer token")
+    """`credentials`: the identities allowed in, or one token standing for the admin `identity`."""
+    if isinstance(credentials, str):
+        if not credentials:
+            raise ValueError("the control API needs a non-empty bearer token")
+        credentials = Identities.single(credentials, identity)
     app = web.Application(middlewares=[bearer_auth], client_max_size=MAX_BODY_BYTES)
     app[CONTROLLER] = controller
     app[STATUS] = status_view
-    app[TOKEN] = token
-    app[IDENTITY] = identity
+    app[IDENTITIES] = credentials
     if decisions is not None:
         app[DECISIONS] = decisions
     if admission is not None:

@@ -90,7 +90,8 @@ def _json_content_type(request: web.Request) -> bool:
 async def receive_alerts(request: web.Request) -> web.Response:
     hook = request.app[ALERT_WEBHOOK]
     rejected = hook.metrics.webhook_alerts.labels("rejected")
-    if not hook.credentials.authorized(request.headers.get(hdrs.AUTHORIZATION, "")):
+    credential = hook.credentials.credential(request.headers.get(hdrs.AUTHORIZATION, ""))
+    if credential is None:
         rejected.inc()
         challenges: CIMultiDict[str] = CIMultiDict()
         for challenge in hook.credentials.challenges():
@@ -121,7 +122,9 @@ async def receive_alerts(request: web.Request) -> web.Response:
     results: list[IntakeResult] = []
     for alert in payload.alerts:
         try:
-            result = await hook.intake.take(alert.to_alert(), received_via="webhook", receiver=payload.receiver)
+            result = await hook.intake.take(
+                alert.to_alert(), received_via="webhook", receiver=payload.receiver, credential=credential
+            )
         except StoreUnavailableError as exc:
             hook.metrics.webhook_alerts.labels("failed").inc()
             log.warning("alert webhook: alert %s not taken, the state store is unavailable: %s", alert.fingerprint, exc)

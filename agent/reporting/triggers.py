@@ -55,7 +55,7 @@ def describe_trigger(trigger: audit_pb2.Trigger) -> str:
         if a.HasField("starts_at"):
             text += f" firing since {format_time(from_pb(a.starts_at))}"
         if a.received_via:
-            text += f" (via {a.received_via})"
+            text += f" (via {a.received_via}" + (f", credential {a.credential}" if a.credential else "") + ")"
         return text
     if kind == "operator":
         o = trigger.operator
@@ -92,7 +92,12 @@ def trigger_data(trigger: audit_pb2.Trigger) -> dict[str, Any]:
             received_via=a.received_via,
             receiver=a.receiver,
             generator_url=a.generator_url,
+            credential=a.credential,
         )
     elif kind == "operator":
-        data.update(identity=trigger.operator.identity, reason=trigger.operator.reason)
+        data.update(
+            identity=trigger.operator.identity,
+            reason=trigger.operator.reason,
+            claimed_name=trigger.operator.claimed_name,
+        )
     return data

@@ -16,6 +16,8 @@ at teardown if one is still alive afterwards):
   (/v2/health/ready 200).
 - `agent_factory`: (config_path, env=None, **start_agent kwargs) -> ManagedProcess running
   `python -m agent run --config PATH` (not waited for).
+- `postgres_factory`: (name="postgres") -> PostgresServer, started (accepting connections on 127.0.0.1; `.dsn`;
+  `.stop()` / `.kill()` then `.start()` again on the same data; the temp dir is removed at teardown).
 
 A SIGTERM or SIGHUP to pytest (a `timeout`, a CI cancel) stops every process the fixtures started and ends the
 session with exit code 128 + signum (`_stop_processes_on_signal`).
@@ -36,6 +38,7 @@ from harness.agent import start_agent
 from harness.alertmanager import AlertmanagerProcess, alertmanager_binary
 from harness.binaries import MissingBinaryError
 from harness.envoy import EnvoyProcess, envoy_binary
+from harness.postgres import PostgresServer, postgres_bin_dir
 from harness.process import STOP_SIGNALS, ManagedProcess, tail_file, terminate_all
 from harness.prometheus import PrometheusProcess, prometheus_binary
 from harness.refserver import RefServer, refserver_available
@@ -238,3 +241,22 @@ def agent_factory(tmp_logs: Path) -> Iterator[Callable[..., ManagedProcess]]:
 
     yield make
     stopper.close()
+
+
+@pytest.fixture
+def postgres_factory(tmp_logs: Path) -> Iterator[Callable[..., PostgresServer]]:
+    _require_binary(postgres_bin_dir)
+    stopper = _Stopper()
+    servers: list[PostgresServer] = []
+
+    def make(name: str = "postgres", timeout_s: float = 15.0) -> PostgresServer:
+        server = stopper.add(PostgresServer(tmp_logs, name=name))
+        servers.append(server)
+        return server.start(timeout_s)
+
+    yield make
+    try:
+        stopper.close()
+    finally:
+        for server in servers:
+            server.remove()

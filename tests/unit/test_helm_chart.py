@@ -428,6 +428,53 @@ def test_rendering_without_a_token_fails_with_a_clear_message(chart: Any, helm: 
     assert "at least 16 characters" in short
 
 
+TOKENS_SECRET = {"controlTokens": {"existingSecret": "credit-operators", "existingSecretKey": "operators.yaml"}}
+
+
+def test_a_tokens_secret_is_mounted_and_named_in_agent_yaml(render: Any) -> None:
+    r = render(TOKENS_SECRET)
+    assert r.agent_config.control.tokens_file == Path("/var/run/secrets/rollback-agent-tokens/tokens.yaml")
+    volume = r.volume("control-tokens")["secret"]
+    assert (volume["secretName"], volume["items"]) == (
+        "credit-operators",
+        [{"key": "operators.yaml", "path": "tokens.yaml"}],
+    )
+    assert r.mount("agent", "control-tokens") == {
+        "name": "control-tokens",
+        "mountPath": "/var/run/secrets/rollback-agent-tokens",
+        "readOnly": True,
+    }
+    # The single token stays alongside when it is set (the ci values set one): one admin identity more.
+    assert r.agent_config.control.token_file == Path("/var/run/secrets/rollback-agent/token")
+    assert r.mount("agent", "control-token") is not None
+
+
+def test_with_named_identities_no_shared_token_is_needed_nor_mounted(render: Any) -> None:
+    r = render({**TOKENS_SECRET, "controlToken": {"value": None}})
+    assert r.agent_config.control.token_file is None
+    assert r.agent_config.control.tokens_file is not None
+    assert r.mount("agent", "control-token") is None
+    assert "control-token" not in [v["name"] for v in r.pod["volumes"]]
+    assert "Secret" not in r.kinds
+    assert TOKEN not in json.dumps(r.objects)
+    assert "--token-file /dev/stdin < my.token" in r.notes  # each operator sends their own token
+
+
+def test_without_tokens_the_chart_is_as_before(render: Any) -> None:
+    r = render()
+    assert r.agent_config.control.tokens_file is None
+    assert r.mount("agent", "control-tokens") is None
+
+
+def test_tokens_file_sharing_the_token_directory_is_refused(chart: Any, helm: ModuleType) -> None:
+    same_dir = {"tokens_file": "/var/run/secrets/rollback-agent/tokens"}
+    message = render_error(chart, helm, {**TOKENS_SECRET, "agent": {"config": {"control": same_dir}}})
+    assert "control.tokens_file: use a directory other than control.token_file's" in message
+    relative_path = {"control": {"tokens_file": "t.yaml"}}
+    relative = render_error(chart, helm, {**TOKENS_SECRET, "agent": {"config": relative_path}})
+    assert 'control.tokens_file: must be an absolute path in the pod, got "t.yaml"' in relative
+
+
 # --- optional objects, state, rules ----------------------------------------------------------------------------
 
 
@@ -655,7 +702,7 @@ def test_dockerfile_builds_a_slim_non_root_image_of_the_agent() -> None:
     assert exposed == {defaults.xds.port, defaults.http.port, defaults.control.listen.port} == {18000, 9090, 9091}
     # The package is installed (no dev extras) in the build stage only; the runtime copies the result.
     build_runs = " ".join(rest for stage in stages[:-1] for i, rest in stage if i == "RUN")
-    assert re.search(r"pip install [^;&]*\.(\s|$)", build_runs) and "[dev" not in build_runs
+    assert re.search(r"pip install [^;&]*'?\.(\[fleet\])?'?(\s|$)", build_runs) and "[dev" not in build_runs
     final_runs = " ".join(rest for i, rest in final if i == "RUN")
     assert not re.search(r"\b(gcc|g\+\+|build-essential|clang|make|pip install)\b", final_runs)
     assert all("--from=" in rest for i, rest in final if i in {"COPY", "ADD"})

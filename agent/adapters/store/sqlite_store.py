@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sqlite3
 import time
@@ -28,12 +29,15 @@ from google.protobuf.message import DecodeError, Message
 
 from agent.domain.audit_chain import GENESIS_HASH, seal
 from agent.domain.audit_events import wrap
+from agent.domain.audit_signing import RecordSigner
 from agent.domain.records import policy_from_pb, policy_to_pb, timestamp
 from agent.domain.traffic import TrafficPolicy
 from agent.pb.rollback_agent.v1 import audit_pb2, traffic_pb2
 from agent.ports.store import StateRefusedError, StoreUnavailableError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+SealedObserver = Callable[[audit_pb2.AuditRecord], None]
 
 SCHEMA_VERSION = "2"
 STATE_DB = "state.db"
@@ -73,10 +77,15 @@ def _cause(exc: sqlite3.Error, path: Path) -> str:
 
 
 class SqliteStateStore:
-    def __init__(self, path: Path, model: str = "", clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, path: Path, model: str = "", clock: Callable[[], float] = time.time, signer: RecordSigner | None = None
+    ) -> None:
         self.path = path
         self.model = model
         self._clock = clock
+        self.signer = signer  # signs every record this store seals (audit.signing); None: hash chain only
+        # Called on the event loop with each record once it is committed (the head metric, the audit log line).
+        self.sealed_observers: list[SealedObserver] = []
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-store")
         self._conn: sqlite3.Connection | None = None
         self._store_id = ""
@@ -85,19 +94,31 @@ class SqliteStateStore:
     # -- opening ------------------------------------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, path: Path, *, model: str = "", clock: Callable[[], float] = time.time) -> SqliteStateStore:
+    async def open(
+        cls,
+        path: Path,
+        *,
+        model: str = "",
+        clock: Callable[[], float] = time.time,
+        signer: RecordSigner | None = None,
+    ) -> SqliteStateStore:
         """Open the store at `path`, creating an empty one if there is none (tools and tests; the agent itself
         goes through agent.adapters.store.state_check, which never creates a store silently)."""
-        store = cls(path, model, clock)
+        store = cls(path, model, clock, signer)
         await store._run(store._open_or_create)
         return store
 
     @classmethod
     async def open_existing(
-        cls, path: Path, *, model: str = "", clock: Callable[[], float] = time.time
+        cls,
+        path: Path,
+        *,
+        model: str = "",
+        clock: Callable[[], float] = time.time,
+        signer: RecordSigner | None = None,
     ) -> SqliteStateStore:
         """Open an existing store; StateRefusedError when the file is not a (readable) state store."""
-        store = cls(path, model, clock)
+        store = cls(path, model, clock, signer)
         try:
             await store._run(store._open_existing)
         except BaseException:
@@ -114,10 +135,13 @@ class SqliteStateStore:
         establish: audit_pb2.StateEstablished,
         actor: str,
         clock: Callable[[], float] = time.time,
+        signer: RecordSigner | None = None,
+        observers: tuple[SealedObserver, ...] = (),
     ) -> SqliteStateStore:
         """Create a new store whose first record is `establish` (its policy becomes the policy row), all in one
         transaction. `path` must not hold a database with tables."""
-        store = cls(path, model, clock)
+        store = cls(path, model, clock, signer)
+        store.sealed_observers.extend(observers)
         try:
             await store._run(store._open_or_create)
             if not establish.store_id:
@@ -237,7 +261,7 @@ class SqliteStateStore:
             self.head_seq = sealed.seq
             return sealed
 
-        return await self._run(write)
+        return self._observed(await self._run(write))
 
     async def first_policy(self) -> TrafficPolicy | None:
         """The oldest persisted policy (the one the agent started with): where the history replay begins."""
@@ -280,7 +304,7 @@ class SqliteStateStore:
             self.head_seq = sealed.seq
             return sealed
 
-        return await self._run(write)
+        return self._observed(await self._run(write))
 
     # -- the audit log --------------------------------------------------------------------------------------------
 
@@ -297,7 +321,7 @@ class SqliteStateStore:
             seq, prev = 1, GENESIS_HASH
         else:
             seq, prev = int(row[0]) + 1, _audit_record(int(row[0]), row[1]).hash
-        sealed = seal(record, seq, prev)
+        sealed = seal(record, seq, prev, self.signer)
         self._db.execute(
             "INSERT INTO audit (seq, record) VALUES (?, ?)", (seq, sealed.SerializeToString(deterministic=True))
         )
@@ -313,7 +337,15 @@ class SqliteStateStore:
             self.head_seq = sealed.seq
             return sealed
 
-        return await self._run(write)
+        return self._observed(await self._run(write))
+
+    def _observed(self, sealed: audit_pb2.AuditRecord) -> audit_pb2.AuditRecord:
+        for observer in self.sealed_observers:
+            try:
+                observer(sealed)
+            except Exception:  # an observer (metric, log line) must never fail a committed write
+                log.exception("audit record observer failed")
+        return sealed
 
     async def records(self, since_seq: int = 0, limit: int | None = None) -> list[audit_pb2.AuditRecord]:
         def read() -> list[audit_pb2.AuditRecord]:
@@ -356,7 +388,7 @@ class SqliteStateStore:
                 self._db.execute("BEGIN IMMEDIATE")
                 return self._append_in_txn(record)
 
-        return await self._run(write)
+        return self._observed(await self._run(write))
 
     async def audit_records(self, since_seq: int = 0, limit: int | None = None) -> list[audit_pb2.AuditRecord]:
         return await self.records(since_seq, limit)

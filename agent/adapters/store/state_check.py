@@ -32,9 +32,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from agent.adapters.envoy_admin import EnvoyServing
-from agent.adapters.store.sqlite_store import STATE_DB, SqliteStateStore
+from agent.adapters.store.sqlite_store import STATE_DB, SealedObserver, SqliteStateStore
 from agent.domain.audit_chain import GENESIS_HASH, verify_chain
 from agent.domain.audit_events import policy_carried_by
+from agent.domain.audit_signing import RecordSigner
 from agent.domain.records import policy_to_pb
 from agent.domain.traffic import TrafficPolicy
 from agent.pb.rollback_agent.v1 import audit_pb2
@@ -119,13 +120,17 @@ async def open_state(
     starting_policy: Callable[[], TrafficPolicy],
     envoy: EnvoyEvidence | None = None,
     clock: Callable[[], float] = time.time,
+    signer: RecordSigner | None = None,
+    observers: tuple[SealedObserver, ...] = (),
 ) -> OpenedState:
-    """The agent's store, checked; or a new one on a genuine first start. StateRefusedError otherwise."""
+    """The agent's store, checked; or a new one on a genuine first start. StateRefusedError otherwise. `signer`
+    signs every record the store seals; `observers` see each committed record (the first one included)."""
     db = state_dir / STATE_DB
     marker = read_marker(state_dir)
     if _holds_a_store(db):
         try:
-            store = await SqliteStateStore.open_existing(db, model=model, clock=clock)
+            store = await SqliteStateStore.open_existing(db, model=model, clock=clock, signer=signer)
+            store.sealed_observers.extend(observers)
         except StateRefusedError as exc:
             raise StateRefusedError(f"damaged state: {exc}; {RECOVERY}") from None
         try:
@@ -164,6 +169,8 @@ async def open_state(
         establish=audit_pb2.StateEstablished(how="first_start", policy=policy_to_pb(starting_policy()), detail=detail),
         actor="agent",
         clock=clock,
+        signer=signer,
+        observers=observers,
     )
     await checkpoint(store, state_dir)
     log.warning("state store created (%s)", detail)
@@ -279,6 +286,7 @@ async def init_state(
     actor: str,
     detail: str,
     clock: Callable[[], float] = time.time,
+    signer: RecordSigner | None = None,
 ) -> tuple[SqliteStateStore, str]:
     """A new store starting on `policy`; whatever was in the state dir is moved aside. Returns the store and where
     the old files went ("" when there were none)."""
@@ -297,6 +305,7 @@ async def init_state(
         ),
         actor=actor,
         clock=clock,
+        signer=signer,
     )
     await checkpoint(store, state_dir)
     return store, moved
@@ -310,6 +319,7 @@ async def restore_state(
     reason: str,
     actor: str,
     clock: Callable[[], float] = time.time,
+    signer: RecordSigner | None = None,
 ) -> tuple[SqliteStateStore, str]:
     """Put a verified backup in place (its whole chain and its policy row are checked first); the current files
     are moved aside. The restore is recorded in the restored chain."""
@@ -323,7 +333,7 @@ async def restore_state(
     partial = db.with_name(STATE_DB + ".partial")
     await asyncio.to_thread(shutil.copyfile, backup, partial)
     partial.replace(db)
-    store = await SqliteStateStore.open_existing(db, model=model, clock=clock)
+    store = await SqliteStateStore.open_existing(db, model=model, clock=clock, signer=signer)
     current = await store.load_policy()
     assert current is not None  # verified above
     await store.change_policy(

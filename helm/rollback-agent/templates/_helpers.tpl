@@ -59,7 +59,7 @@ default: a random token would change on every upgrade (and `lookup` does not wor
 {{- $t.existingSecret -}}
 {{- else if $t.value -}}
 {{- printf "%s-control-token" (include "rollback-agent.fullname" .) | trunc 63 | trimSuffix "-" -}}
-{{- else -}}
+{{- else if not .Values.controlTokens.existingSecret -}}
 {{- fail "controlToken: the agent's control API needs a bearer token. Set controlToken.existingSecret to a Secret you manage (the token under the key controlToken.existingSecretKey, default \"token\"), e.g. kubectl create secret generic my-token --from-literal=token=$(openssl rand -hex 32); or set controlToken.value and the chart creates the Secret. The chart never generates one: it would change on every helm upgrade." -}}
 {{- end -}}
 {{- end -}}
@@ -110,11 +110,19 @@ needs a port or a path reads it from this (through fromYaml), so the pod spec al
     "admin" (dict "address" "127.0.0.1" "port" (int $v.envoy.adminPort)))
   "xds" (dict "address" "127.0.0.1" "port" (int $v.agent.ports.xds))
   "http" (dict "address" (toString $v.agent.httpAddress) "port" (int $v.agent.ports.http))
-  "control" (dict
-    "listen" (dict "address" "127.0.0.1" "port" (int $v.agent.ports.control))
-    "token_file" "/var/run/secrets/rollback-agent/token")
+  "control" (dict "listen" (dict "address" "127.0.0.1" "port" (int $v.agent.ports.control)))
   "state_dir" "/var/lib/rollback-agent"
 -}}
+{{- if include "rollback-agent.tokenSecretName" . -}}
+{{- $_ := set $cfg.control "token_file" "/var/run/secrets/rollback-agent/token" -}}
+{{- end -}}
+{{- if $v.controlTokens.existingSecret -}}
+{{- $_ := set $cfg.control "tokens_file" "/var/run/secrets/rollback-agent-tokens/tokens.yaml" -}}
+{{- end -}}
+{{- if $v.fleetAudit.enabled -}}
+{{- $fleet := dict "dsn_file" "/var/run/secrets/rollback-agent-fleet/dsn" "batch" (int $v.fleetAudit.batch) "interval_s" $v.fleetAudit.intervalSeconds -}}
+{{- $_ := set $cfg "audit" (dict "fleet" $fleet) -}}
+{{- end -}}
 {{- if $v.candidate -}}
 {{- $candidate := toString $v.candidate -}}
 {{- if not (has $candidate $tags) -}}
@@ -163,8 +171,18 @@ Checks that need more than one value; rendered (for its failures only) by the De
 {{- if not $v.modelServers -}}
 {{- fail "modelServers: add at least one model-server container (a Kubernetes container spec) listening on the versions' ports" -}}
 {{- end -}}
-{{- if and $v.state.persistence.enabled (gt (int $v.replicaCount) 1) -}}
-{{- fail "state.persistence: a PersistentVolumeClaim holds one agent's state; with it, replicaCount must be 1" -}}
+{{- if and $v.state.persistence.enabled (not $v.state.statefulSet.enabled) (gt (int $v.replicaCount) 1) -}}
+{{- fail "state.persistence: a PersistentVolumeClaim holds one agent's state; with it, replicaCount must be 1 (or set state.statefulSet.enabled: one PVC per pod)" -}}
+{{- end -}}
+{{- if and $v.state.statefulSet.enabled $v.state.persistence.existingClaim -}}
+{{- fail "state.statefulSet: each pod gets a PVC of its own from state.persistence; state.persistence.existingClaim cannot be shared" -}}
+{{- end -}}
+{{- if $v.fleetAudit.enabled -}}
+{{- if and $v.fleetAudit.existingSecret $v.fleetAudit.dsn -}}
+{{- fail "fleetAudit: set either fleetAudit.existingSecret or fleetAudit.dsn, not both" -}}
+{{- else if not (or $v.fleetAudit.existingSecret $v.fleetAudit.dsn) -}}
+{{- fail "fleetAudit: the fleet audit store needs its DSN: set fleetAudit.existingSecret to a Secret you manage (the DSN under fleetAudit.existingSecretKey, default \"dsn\"), or fleetAudit.dsn" -}}
+{{- end -}}
 {{- end -}}
 {{- $owners := dict -}}
 {{- $ports := list
@@ -200,10 +218,13 @@ Checks that need more than one value; rendered (for its failures only) by the De
 {{- end -}}
 {{- $_ := set $seen $key $name -}}
 {{- end -}}
-{{- range list (list "state_dir" $cfg.state_dir) (list "control.token_file" $cfg.control.token_file) (list "rules.mountPath" $v.rules.mountPath) -}}
+{{- range list (list "state_dir" $cfg.state_dir) (list "control.token_file" ($cfg.control.token_file | default "/")) (list "control.tokens_file" ($cfg.control.tokens_file | default "/")) (list "rules.mountPath" $v.rules.mountPath) -}}
 {{- if not (isAbs (toString (index . 1))) -}}
 {{- fail (printf "%s: must be an absolute path in the pod, got %q" (index . 0) (toString (index . 1))) -}}
 {{- end -}}
+{{- end -}}
+{{- if and $cfg.control.token_file $cfg.control.tokens_file (eq (dir (toString $cfg.control.token_file)) (dir (toString $cfg.control.tokens_file))) -}}
+{{- fail "control.tokens_file: use a directory other than control.token_file's (each is a Secret mounted as a directory)" -}}
 {{- end -}}
 {{- if eq (clean $v.rules.mountPath) "/etc/rollback-agent" -}}
 {{- fail "rules.mountPath: use a directory of its own (e.g. /etc/rollback-agent/rules), not the agent.yaml directory" -}}

@@ -5,9 +5,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from agent.config import parse_config
 from agent.engine.admission import Admission
-from agent.engine.decisions import Decision, DecisionOutcome
+from agent.engine.decisions import Decision, DecisionOutcome, actor_of
 from agent.engine.traffic import TrafficController
 from agent.http.control_app import make_control_app
+from agent.http.identities import Identities
 from agent.http.status_view import StatusView
 from agent.pb.rollback_agent.v1 import audit_pb2
 from agent.ports.store import StoreUnavailableError
@@ -26,7 +27,7 @@ class FakeProcedure:
     async def run(self, event, failing, entered):
         if self.fail is not None:
             raise self.fail
-        await self.controller.rollback(to=event.target, reason=event.summary, actor="operator:ana")
+        await self.controller.rollback(to=event.target, reason=event.summary, actor=actor_of(event))
         return Decision(DecisionOutcome.ROLLED_BACK, f"rolled back {failing}", "rb1", event.target or "v1")
 
     async def record_suppressed(self, event, failing, why):
@@ -44,7 +45,7 @@ class Rig:
         return await self.store.records()
 
 
-async def make_client(tmp_path: Path, *, unwritable: bool = False):
+async def make_client(tmp_path: Path, *, unwritable: bool = False, credentials: str | Identities = "s3cret"):
     config = parse_config(GOOD, "a.yaml", tmp_path)
     store = await established_store(tmp_path / "s.db", config.starting_weights())
     sink = ScriptedSink(store)
@@ -67,7 +68,7 @@ async def make_client(tmp_path: Path, *, unwritable: bool = False):
     app = make_control_app(
         controller,
         StatusView(config, controller, None, admission=admission),
-        "s3cret",
+        credentials,
         identity="ana",
         decisions=admission,
         admission=admission,

@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AuditRecord(_message.Message):
-    __slots__ = ("seq", "at", "model", "actor", "traffic_changed", "config_rejected", "automation_toggled", "rollback", "version_status_changed", "rules_reloaded", "verdict_changed", "traffic_intent", "hold_changed", "state_established", "rollback_interrupted", "prev_hash", "hash")
+    __slots__ = ("seq", "at", "model", "actor", "traffic_changed", "config_rejected", "automation_toggled", "rollback", "version_status_changed", "rules_reloaded", "verdict_changed", "traffic_intent", "hold_changed", "state_established", "rollback_interrupted", "prev_hash", "hash", "key_id", "signature_alg", "signature")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,9 @@ class AuditRecord(_message.Message):
     ROLLBACK_INTERRUPTED_FIELD_NUMBER: _ClassVar[int]
     PREV_HASH_FIELD_NUMBER: _ClassVar[int]
     HASH_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_ALG_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     seq: int
     at: _timestamp_pb2.Timestamp
     model: str
@@ -46,7 +49,10 @@ class AuditRecord(_message.Message):
     rollback_interrupted: RollbackInterrupted
     prev_hash: bytes
     hash: bytes
-    def __init__(self, seq: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[str] = ..., actor: _Optional[str] = ..., traffic_changed: _Optional[_Union[TrafficChanged, _Mapping]] = ..., config_rejected: _Optional[_Union[ConfigRejected, _Mapping]] = ..., automation_toggled: _Optional[_Union[AutomationToggled, _Mapping]] = ..., rollback: _Optional[_Union[Rollback, _Mapping]] = ..., version_status_changed: _Optional[_Union[VersionStatusChanged, _Mapping]] = ..., rules_reloaded: _Optional[_Union[RulesReloaded, _Mapping]] = ..., verdict_changed: _Optional[_Union[VerdictChanged, _Mapping]] = ..., traffic_intent: _Optional[_Union[TrafficIntent, _Mapping]] = ..., hold_changed: _Optional[_Union[HoldChanged, _Mapping]] = ..., state_established: _Optional[_Union[StateEstablished, _Mapping]] = ..., rollback_interrupted: _Optional[_Union[RollbackInterrupted, _Mapping]] = ..., prev_hash: _Optional[bytes] = ..., hash: _Optional[bytes] = ...) -> None: ...
+    key_id: str
+    signature_alg: str
+    signature: bytes
+    def __init__(self, seq: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[str] = ..., actor: _Optional[str] = ..., traffic_changed: _Optional[_Union[TrafficChanged, _Mapping]] = ..., config_rejected: _Optional[_Union[ConfigRejected, _Mapping]] = ..., automation_toggled: _Optional[_Union[AutomationToggled, _Mapping]] = ..., rollback: _Optional[_Union[Rollback, _Mapping]] = ..., version_status_changed: _Optional[_Union[VersionStatusChanged, _Mapping]] = ..., rules_reloaded: _Optional[_Union[RulesReloaded, _Mapping]] = ..., verdict_changed: _Optional[_Union[VerdictChanged, _Mapping]] = ..., traffic_intent: _Optional[_Union[TrafficIntent, _Mapping]] = ..., hold_changed: _Optional[_Union[HoldChanged, _Mapping]] = ..., state_established: _Optional[_Union[StateEstablished, _Mapping]] = ..., rollback_interrupted: _Optional[_Union[RollbackInterrupted, _Mapping]] = ..., prev_hash: _Optional[bytes] = ..., hash: _Optional[bytes] = ..., key_id: _Optional[str] = ..., signature_alg: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class TrafficIntent(_message.Message):
     __slots__ = ("intent_id", "from_policy", "to_policy", "reason", "rollback_id", "trigger", "forced", "overridden")
@@ -145,7 +151,7 @@ class RuleVerdict(_message.Message):
     def __init__(self, rule: _Optional[str] = ..., kind: _Optional[str] = ..., version: _Optional[str] = ..., verdict: _Optional[str] = ..., value: _Optional[float] = ..., threshold: _Optional[float] = ..., window_s: _Optional[float] = ..., samples: _Optional[int] = ..., reason: _Optional[str] = ..., source_file: _Optional[str] = ...) -> None: ...
 
 class AlertTrigger(_message.Message):
-    __slots__ = ("alertname", "labels", "annotations", "generator_url", "fingerprint", "starts_at", "received_via", "receiver")
+    __slots__ = ("alertname", "labels", "annotations", "generator_url", "fingerprint", "starts_at", "received_via", "receiver", "credential")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -168,6 +174,7 @@ class AlertTrigger(_message.Message):
     STARTS_AT_FIELD_NUMBER: _ClassVar[int]
     RECEIVED_VIA_FIELD_NUMBER: _ClassVar[int]
     RECEIVER_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     alertname: str
     labels: _containers.ScalarMap[str, str]
     annotations: _containers.ScalarMap[str, str]
@@ -176,7 +183,8 @@ class AlertTrigger(_message.Message):
     starts_at: _timestamp_pb2.Timestamp
     received_via: str
     receiver: str
-    def __init__(self, alertname: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., annotations: _Optional[_Mapping[str, str]] = ..., generator_url: _Optional[str] = ..., fingerprint: _Optional[str] = ..., starts_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., received_via: _Optional[str] = ..., receiver: _Optional[str] = ...) -> None: ...
+    credential: str
+    def __init__(self, alertname: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., annotations: _Optional[_Mapping[str, str]] = ..., generator_url: _Optional[str] = ..., fingerprint: _Optional[str] = ..., starts_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., received_via: _Optional[str] = ..., receiver: _Optional[str] = ..., credential: _Optional[str] = ...) -> None: ...
 
 class OperatorTrigger(_message.Message):
     __slots__ = ("identity", "reason", "claimed_name")
