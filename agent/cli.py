@@ -82,6 +82,11 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--since", help="RFC 3339 time or an age such as 30d")
     report.add_argument("--format", choices=["md", "html", "json"], default="md")
     report.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
+    key_file_help = (
+        "a key to check signatures with (HMAC secret, or Ed25519 public/private PEM); repeatable; KEY_ID "
+        "defaults to the key's fingerprint id (default: audit.signing of the config)"
+    )
+    report.add_argument("--key-file", action="append", default=[], metavar="[KEY_ID=]PATH", help=key_file_help)
     audit = sub.add_parser("audit", help="the audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="SUBCOMMAND")
     verify = offline(
@@ -96,8 +101,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="[KEY_ID=]PATH",
-        help="a key to check signatures with (HMAC secret, or Ed25519 public/private PEM); repeatable; KEY_ID "
-        "defaults to the key's fingerprint id (default: audit.signing of the config)",
+        help=key_file_help,
     )
     verify.add_argument(
         "--anchor",
@@ -460,6 +464,9 @@ def format_status(s: dict[str, Any]) -> str:
     envoys = s.get("envoys", [])
     if s.get("store_id"):
         lines.append(f"state store {s['store_id']}, {s.get('audit_head_seq', '0')} audit records")
+    if s.get("signal_source"):
+        live = {"stream": "the access-log stream", "envoy": "Envoy's stats"}.get(s["signal_source"], s["signal_source"])
+        lines.append(f"request figures from {live}")
     lines.append("")
     lines.append(f"route version {s.get('route_version', '')}; {len(envoys)} Envoy(s) connected")
     for e in envoys:

@@ -9,13 +9,16 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from agent.adapters.fleet.postgres_store import FleetChain, FleetError, FleetReader, FleetStoreRow
 from agent.adapters.registry.file_registry import open_registry
+from agent.adapters.store.signing import SigningKeyError
+from agent.cli_records import verify_keys
 from agent.config import ConfigError, load_config
-from agent.domain.audit_chain import verify_chain
+from agent.domain.audit_signing import SignatureKey
+from agent.domain.audit_verification import verify_trail
 from agent.domain.records import policy_from_pb
 from agent.domain.traffic import TrafficPolicy
 from agent.engine.reconcile import open_intents
@@ -37,26 +40,36 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 def run_fleet(args: argparse.Namespace) -> int:
     try:
+        if args.command == "audit" and (args.anchor or args.min_seq):
+            raise ConfigError(
+                "--anchor and --min-seq check one pod's trail: use them without --fleet-dsn on that pod's state "
+                "(audit verify --fleet-dsn prints each pod's head, to use as an anchor there)"
+            )
         versions = _registry_versions(args)
+        keys = (
+            verify_keys(args.key_file, load_config(args.config) if args.config is not None else None)
+            if args.command in ("audit", "report")
+            else None
+        )
         with FleetReader.open(args.fleet_dsn) as reader:
             if args.command == "history":
                 return _history(args, reader, versions)
             if args.command == "audit":
-                return _verify(reader)
+                return _verify(reader, keys)
             if args.command == "report":
-                return _report(args, reader, versions)
+                return _report(args, reader, versions, keys)
         raise ConfigError(f"--fleet-dsn does not apply to {args.command}")
     except FleetError as exc:
         print(f"error: fleet store: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except (SigningKeyError, ValueError) as exc:  # a key file; parse_when and friends
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as exc:
         if not type(exc).__module__.startswith("psycopg"):  # the driver is imported lazily: no class to name here
             raise
         print(f"error: fleet store: {str(exc).strip() or type(exc).__name__}", file=sys.stderr)
         return EXIT_FAILED
-    except ValueError as exc:  # parse_when and friends
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
 
 
 def _registry_versions(args: argparse.Namespace) -> list[VersionSpec]:
@@ -139,42 +152,48 @@ def gaps(seqs: Sequence[int]) -> list[tuple[int, int]]:
     return missing
 
 
-def _verify_store(chain: FleetChain) -> bool:
+def _verify_store(chain: FleetChain, keys: Mapping[str, SignatureKey] | None) -> bool:
     store, records = chain.store, chain.records
-    problems = [str(p) for p in verify_chain(records)] + chain.column_problems
+    verdict = verify_trail(records, keys)
+    problems = verdict.problems + chain.column_problems
     missing = gaps([r.seq for r in records])
-    head = records[-1] if records else None
-    head_text = f"head {head.seq}:{head.hash.hex()}" if head is not None else "no records"
-    line = f"{_store_line(store)}; {head_text}"
+    head_text = f"head {verdict.head_seq}:{verdict.head_hash}" if records else "no records"
+    line = f"{_store_line(store)}; {head_text}; {verdict.signatures.summary()}"
     if missing:
         ranges = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in missing)
         problems.append(f"records missing from the fleet store: {ranges}")
+    runs = [f"  {run}" for run in verdict.signatures.run_lines()]
     if problems:
         print(f"BROKEN {line}", file=sys.stderr)
-        for problem in problems:
-            print(f"  {problem}", file=sys.stderr)
+        print("\n".join(runs + [f"  {problem}" for problem in problems]), file=sys.stderr)
         return False
     unclosed = open_intents(records)
     note = f" ({len(unclosed)} decision(s) whose outcome is not shipped yet)" if unclosed else ""
-    print(f"intact {line}{note}")
+    print("\n".join([f"intact {line}{note}", *runs]))
     return True
 
 
-def _verify(reader: FleetReader) -> int:
+def _verify(reader: FleetReader, keys: Mapping[str, SignatureKey] | None) -> int:
     stores = reader.stores()
     if not stores:
         print("error: the fleet store holds no store: nothing to verify", file=sys.stderr)
         return EXIT_FAILED
-    broken = sum(1 for store in stores if not _verify_store(reader.chain(store)))
+    broken = sum(1 for store in stores if not _verify_store(reader.chain(store), keys))
     if broken:
         print(f"fleet audit BROKEN: {broken} of {len(stores)} store chain(s)", file=sys.stderr)
         return EXIT_FAILED
     total = sum(store.records for store in stores)
-    print(f"fleet audit intact: {len(stores)} store chain(s), {total} records")
+    checked = f", signatures valid ({', '.join(sorted(keys))})" if keys else ""
+    print(f"fleet audit intact: {len(stores)} store chain(s), {total} records{checked}")
     return EXIT_OK
 
 
-def _report(args: argparse.Namespace, reader: FleetReader, versions: list[VersionSpec]) -> int:
+def _report(
+    args: argparse.Namespace,
+    reader: FleetReader,
+    versions: list[VersionSpec],
+    keys: Mapping[str, SignatureKey] | None,
+) -> int:
     if args.format == "html":
         print("error: report --fleet-dsn writes md or json (one section per pod)", file=sys.stderr)
         return EXIT_USAGE
@@ -189,7 +208,12 @@ def _report(args: argparse.Namespace, reader: FleetReader, versions: list[Versio
     for store in stores:
         chain = reader.chain(store)
         sections.append(
-            (store, compliance_report(store.model, chain.records, versions, since, args.format, generated_at=now))
+            (
+                store,
+                compliance_report(
+                    store.model, chain.records, versions, since, args.format, generated_at=now, keys=keys
+                ),
+            )
         )
     if args.format == "json":
         text = json.dumps(

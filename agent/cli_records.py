@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,8 +14,9 @@ from agent.adapters.store.signing import SigningKeyError, load_signer, load_veri
 from agent.adapters.store.sqlite_store import SqliteStateStore
 from agent.cli_state import local_actor
 from agent.config import AgentConfig, ConfigError, load_config
-from agent.domain.audit_chain import Anchor, anchor_problems, signing_runs, verify_chain
+from agent.domain.audit_chain import Anchor
 from agent.domain.audit_signing import RecordSigner, SignatureKey
+from agent.domain.audit_verification import verify_trail
 from agent.engine.reconcile import open_intents
 from agent.pb.rollback_agent.v1 import audit_pb2
 from agent.ports.registry import StatusTransitionError, UnknownVersionError
@@ -44,7 +46,7 @@ async def run_offline(args: argparse.Namespace) -> int:
     try:
         # Records written offline (quarantine clear) are signed like the agent's own.
         signer = load_signer(signing.mode, signing.key_file, signing.key_id) if args.command == "quarantine" else None
-        keys = _verify_keys(args, config) if args.command == "audit" else None
+        keys = verify_keys(args.key_file, config) if args.command in ("audit", "report") else None
         anchors = [Anchor.parse(text) for text in args.anchor] if args.command == "audit" else []
     except (SigningKeyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -63,15 +65,10 @@ async def run_offline(args: argparse.Namespace) -> int:
         records = await store.audit_records()
         now = datetime.now(UTC)
         if args.command == "audit":
-            problems = [str(p) for p in verify_chain(records, keys=keys)]
-            if keys and records and not any(r.key_id or r.signature for r in records):
-                problems.append(
-                    "no record is signed, but a key was given: signing never ran, or the trail was re-sealed "
-                    "without the key"
-                )
-            problems += anchor_problems(records, anchors, args.min_seq)
-            for run in signing_runs(records):
-                print(f"{run}{'' if not run.key_id or keys else ': signatures NOT checked (no key given)'}")
+            verdict = verify_trail(records, keys, anchors, args.min_seq)
+            problems = verdict.problems
+            for line in verdict.signatures.run_lines():
+                print(line)
             for problem in problems:
                 print(f"BROKEN {problem}", file=sys.stderr)
             unclosed = open_intents(records)
@@ -131,6 +128,7 @@ async def run_offline(args: argparse.Namespace) -> int:
                 await registry.list_versions(),
                 parse_when(args.since, now) if args.since else None,
                 args.format,
+                keys=keys,
             )
             if args.output:
                 args.output.write_text(text)
@@ -162,16 +160,16 @@ async def run_offline(args: argparse.Namespace) -> int:
         await store.close()
 
 
-def _verify_keys(args: argparse.Namespace, config: AgentConfig) -> dict[str, SignatureKey] | None:
-    """The keys `audit verify` checks signatures with: --key-file [KEY_ID=]PATH, else the config's audit.signing;
-    None when there are none (signatures are then reported as not checked)."""
+def verify_keys(key_files: Sequence[str], config: AgentConfig | None) -> dict[str, SignatureKey] | None:
+    """The keys `audit verify` and `report` check signatures with: --key-file [KEY_ID=]PATH, else the config's
+    audit.signing; None when there are none (signatures are then reported as not checked)."""
     keys: list[SignatureKey] = []
-    for spec in args.key_file:
+    for spec in key_files:
         key_id, sep, path = spec.partition("=")
         if not sep or Path(spec).exists():
             key_id, path = "", spec
         keys.append(load_verify_key(Path(path), key_id or None))
-    if not args.key_file:
+    if not key_files and config is not None:
         signing = config.audit.signing
         signer: RecordSigner | None = load_signer(signing.mode, signing.key_file, signing.key_id)
         if signer is not None:

@@ -120,6 +120,18 @@ class ProbesSection(_Strict):
     timeout_s: Annotated[float, Field(gt=0, le=30)] = 0.5
 
 
+class AccessLogSection(_Strict):
+    """Envoy streams every finished request to the agent (gRPC access-log service on the xDS port)."""
+
+    enabled: bool = True
+    flush_interval_ms: Annotated[int, Field(ge=1, le=10_000)] = 50
+    buffer_size_bytes: Annotated[int, Field(ge=0, le=1 << 20)] = 4096
+    headers: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")]] = ["x-request-id"]
+    # A response header the model server sets with its top-class confidence (a number), kept per request.
+    confidence_header: Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")] | None = None
+    min_interval_ms: Annotated[int, Field(ge=10, le=10_000)] = 100  # rules run at most this often on batches
+
+
 class SignalsSection(_Strict):
     interval_s: Annotated[float, Field(ge=0.1, le=60)] = 1.0
     timeout_s: Annotated[float, Field(gt=0, le=30)] = 0.8
@@ -131,6 +143,7 @@ class SignalsSection(_Strict):
     # A version that stops answering (or restarts) with its last memory reading at or above this fraction of its
     # limit counts an OOM (health.oom).
     oom_memory_ratio: Annotated[float, Field(gt=0, le=1)] = 0.9
+    access_log: AccessLogSection = AccessLogSection()
 
 
 class RulesSection(_Strict):

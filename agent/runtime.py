@@ -31,6 +31,7 @@ from agent.adapters.fleet.shipper import fleet_shipper
 from agent.adapters.forensic_providers import forensic_providers
 from agent.adapters.nop_route_sink import NopRouteSink
 from agent.adapters.registry.file_registry import open_registry
+from agent.adapters.signals.access_log import AccessLogStreamSource
 from agent.adapters.signals.envoy_stats import EnvoyStatsSource
 from agent.adapters.signals.model_metrics_source import ModelMetricsSource
 from agent.adapters.signals.oip_health import GoldenCheck, OipHealthSource, VersionProbe
@@ -39,7 +40,7 @@ from agent.adapters.store.sqlite_store import SqliteStateStore
 from agent.adapters.store.state_check import OpenedState, checkpoint, open_state
 from agent.adapters.xds.cache import SnapshotCache
 from agent.adapters.xds.callbacks import MetricsCallbacks
-from agent.adapters.xds.resources import ModelTopology, VersionUpstream
+from agent.adapters.xds.resources import AccessLogSettings, ModelTopology, VersionUpstream
 from agent.adapters.xds.route_sink import XdsRouteSink
 from agent.adapters.xds.server import start_xds_server
 from agent.alerts.auth import CredentialsError, load_webhook_credentials
@@ -57,6 +58,7 @@ from agent.engine.reconcile import Served, open_intents, open_rollbacks, reconci
 from agent.engine.rules_watch import RulesWatcher, keep_last_good
 from agent.engine.traffic import TrafficController
 from agent.engine.verification import BaselineVerifier
+from agent.envoy_bootstrap import DEFAULT_LATENCY_BUCKETS_MS, XDS_CLUSTER_NAME
 from agent.http.control_app import make_control_app
 from agent.http.identities import Identities, IdentityError
 from agent.http.public_app import make_public_app
@@ -120,6 +122,7 @@ def read_identities(control: ControlSection) -> Identities:
 
 
 def topology_from_config(config: AgentConfig) -> ModelTopology:
+    stream = config.signals.access_log
     return ModelTopology(
         model=config.model.name,
         upstreams=tuple(VersionUpstream(v.tag, v.host, v.port) for v in config.versions),
@@ -127,6 +130,15 @@ def topology_from_config(config: AgentConfig) -> ModelTopology:
         listener_port=config.envoy.listener.port,
         route_timeout_s=config.envoy.route_timeout_s,
         connect_timeout_s=config.envoy.connect_timeout_s,
+        access_log=AccessLogSettings(
+            cluster=XDS_CLUSTER_NAME,
+            flush_interval_ms=stream.flush_interval_ms,
+            buffer_size_bytes=stream.buffer_size_bytes,
+            request_headers=tuple(stream.headers),
+            response_headers=(stream.confidence_header,) if stream.confidence_header else (),
+        )
+        if stream.enabled
+        else None,
     )
 
 
@@ -237,6 +249,7 @@ class AgentParts:
     poller: AlertmanagerPoller | None
     state_notes: tuple[str, ...]
     cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    access_log: AccessLogStreamSource | None = None  # served on the xDS port
 
     async def close(self) -> None:
         for cleanup in reversed(self.cleanups):
@@ -440,6 +453,13 @@ async def _build_on_store(
         )
     if config.signals.health:
         sources.append(health)
+    access_log = None
+    if config.signals.access_log.enabled and not dry_run:
+        access_log = AccessLogStreamSource(
+            {topology.cluster_name(v.tag): v.tag for v in config.versions},
+            DEFAULT_LATENCY_BUCKETS_MS,
+            confidence_header=config.signals.access_log.confidence_header,
+        )
     planner = RegistryPlanner(
         registry, _constraints(config), quarantine_rolled_back=config.rollback.mark_rolled_back_as == "quarantined"
     )
@@ -493,7 +513,15 @@ async def _build_on_store(
         baselines=lambda: planner.baselines,
         interval_s=config.signals.interval_s,
         source_timeout_s=config.signals.timeout_s,
-        limits=HistoryLimits(max_age_s=max(config.signals.history_s, rules.rule_set.max_lookback_s + 60)),
+        limits=HistoryLimits(
+            max_age_s=max(config.signals.history_s, rules.rule_set.max_lookback_s + 60),
+            # Stream ticks add up to 10 frames a second: beyond 30 s, one a second is enough for any window.
+            downsample=((30.0, 1.0), (300.0, 10.0), (3600.0, 60.0))
+            if access_log is not None
+            else HistoryLimits().downsample,
+        ),
+        stream=access_log,
+        stream_min_interval_s=config.signals.access_log.min_interval_ms / 1000,
     )
     monitor_ref.append(monitor)
     monitor.rules_source = str(config.rules.file or "")
@@ -551,6 +579,7 @@ async def _build_on_store(
         poller=poller,
         state_notes=tuple(notes),
         cleanups=cleanups,
+        access_log=access_log,
     )
 
 
@@ -565,7 +594,12 @@ async def serve(parts: AgentParts) -> int:
         if parts.xds_sink is not None:
             parts.xds_sink.publish_initial(policy.weights)
             try:
-                server, port = await start_xds_server(parts.cache, config.xds.address, config.xds.port)
+                server, port = await start_xds_server(
+                    parts.cache,
+                    config.xds.address,
+                    config.xds.port,
+                    services=[parts.access_log.register] if parts.access_log is not None else [],
+                )
             except (OSError, RuntimeError) as exc:
                 raise StartupError(f"xds could not listen on {config.xds.address}:{config.xds.port}: {exc}") from None
             log.info("xDS (ADS) listening on %s:%d", config.xds.address, port)

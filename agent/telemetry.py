@@ -108,6 +108,13 @@ class AgentMetrics:
             ["model", "source", "outcome"],
             registry=r,
         )
+        self.signal_source_live = Gauge(
+            "rollback_agent_signal_source_live",
+            "1 for the source Envoy's per-version request figures come from (stream: the access-log stream; "
+            "envoy: Envoy's stats, the fallback), 0 for the other.",
+            ["model", "source"],
+            registry=r,
+        )
         self.rule_state = Gauge(
             "rollback_agent_rule_state",
             "1 for the current state of each rule and version (ok, pending, firing, insufficient_evidence).",

@@ -50,6 +50,7 @@ def seal(
 class ChainProblem:
     seq: int
     problem: str
+    signature: bool = False  # a problem with the record's signature (found only when keys are given)
 
     def __str__(self) -> str:
         return f"record {self.seq}: {self.problem}"
@@ -79,7 +80,7 @@ def verify_chain(
         if keys is not None:
             problem = _signature_problem(record, digest, keys, seen_signed)
             if problem:
-                problems.append(ChainProblem(record.seq, problem))
+                problems.append(ChainProblem(record.seq, problem, signature=True))
             seen_signed = seen_signed or bool(record.key_id or record.signature)
         expected_seq, prev_hash = record.seq + 1, record.hash
     return problems

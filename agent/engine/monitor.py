@@ -4,6 +4,10 @@ decision to the decision handler (the rollback orchestrator).
 A source that cannot be read gives no sample this tick (the histories show the gap as missing coverage, which
 the rules report as insufficient evidence): it is counted, logged on change, and never a breach by itself.
 Decisions are handled in their own tasks so a slow rollback never stalls sampling.
+
+With the access-log stream (`stream`), Envoy's per-version figures come from one live source at a time (see
+`agent.engine.source_switch`), and each batch of entries pokes the monitor: a rules-only tick on the stream's
+figures runs at most every `stream_min_interval_s`, so a decision is not held back until the next tick.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from agent.domain.signals import Baseline, HistoryLimits, Sample, SignalHistory
 from agent.engine.decisions import Cause, DecisionHandler, TriggerEvent
+from agent.engine.source_switch import STATS, STREAM, SourceSwitch
 from agent.engine.traffic import TrafficController
 from agent.pb.rollback_agent.v1 import audit_pb2
 from agent.ports.signals import SignalSource
@@ -28,6 +33,18 @@ from agent.triggers.engine import EngineInput, RuleEngine, RuleState, TickResult
 from agent.triggers.verdict import Verdict
 
 log = logging.getLogger(__name__)
+
+
+class StreamFeed(Protocol):
+    """A signal source pushed by Envoy (the access-log stream): sampled like the others, and signalling batches."""
+
+    name: str
+    batches: asyncio.Event
+
+    @property
+    def last_entry_at(self) -> float | None: ...
+
+    async def sample(self, now: float) -> Mapping[str, Sample]: ...
 
 
 def verdict_record(verdict: Verdict, source_file: str = "") -> audit_pb2.RuleVerdict:
@@ -75,8 +92,17 @@ class Monitor:
         source_timeout_s: float = 0.8,
         limits: HistoryLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
+        stream: StreamFeed | None = None,
+        stream_min_interval_s: float = 0.1,
+        switch: SourceSwitch | None = None,
     ) -> None:
         self._sources = list(sources)
+        self._stream = stream
+        self._stream_min_interval_s = stream_min_interval_s
+        self.switch = switch or SourceSwitch()
+        self._gauges: dict[str, Mapping[str, float]] = {}  # version -> gauges of the last full tick
+        self._tick_lock = asyncio.Lock()
+        self.stream_ticks = 0
         self.rules = rules
         self._traffic = traffic
         self._decisions = decisions
@@ -95,7 +121,57 @@ class Monitor:
         self._handling: set[asyncio.Task[None]] = set()
         self.rules_source = ""
 
+    @property
+    def signal_source(self) -> str:
+        """Where Envoy's per-version figures come from now: "stream" or "envoy"."""
+        return self.switch.live if self._stream is not None else STATS
+
     async def run(self) -> None:
+        if self._stream is None:
+            await self._run_ticks()
+            return
+        poke = asyncio.create_task(self._run_stream_ticks(self._stream), name="monitor-stream")
+        try:
+            await self._run_ticks()
+        finally:
+            poke.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poke
+
+    async def _run_stream_ticks(self, stream: StreamFeed) -> None:
+        last = -float("inf")
+        while True:
+            await stream.batches.wait()
+            delay = last + self._stream_min_interval_s - self._clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            stream.batches.clear()
+            last = self._clock()
+            if self.switch.live != STREAM:
+                continue  # the next full tick decides whether the stream is live again
+            try:
+                await self.stream_tick()
+            except Exception:
+                self._metrics.background_failures.labels("monitor-stream-tick").inc()
+                log.exception("monitor stream tick failed; the next one goes on")
+
+    async def stream_tick(self) -> TickResult | None:
+        """Rules only, on the stream's latest figures (other signals as of the last full tick)."""
+        assert self._stream is not None
+        async with self._tick_lock:
+            now = self._clock()
+            if self.last_tick is not None and now <= self.last_tick.now:
+                return None
+            reading = await self._stream.sample(now)
+            spliced = self.switch.splice(now, {STREAM: reading})
+            samples = {
+                v: Sample(ts=now, counters=s.counters, gauges=self._gauges.get(v, {}), histograms=s.histograms)
+                for v, s in spliced.items()
+            }
+            self.stream_ticks += 1
+            return await self._evaluate(now, samples)
+
+    async def _run_ticks(self) -> None:
         next_at = self._clock()
         while True:
             try:
@@ -110,13 +186,21 @@ class Monitor:
             await asyncio.sleep(delay)
 
     async def tick(self) -> TickResult:
+        async with self._tick_lock:
+            return await self._full_tick()
+
+    async def _full_tick(self) -> TickResult:
         now = self._clock()
+        sources: list[SignalSource | StreamFeed] = [*self._sources]
+        if self._stream is not None:
+            sources.append(self._stream)
         outcomes = await asyncio.gather(
-            *(asyncio.wait_for(source.sample(now), self._source_timeout_s) for source in self._sources),
+            *(asyncio.wait_for(source.sample(now), self._source_timeout_s) for source in sources),
             return_exceptions=True,
         )
         parts: list[Mapping[str, Sample]] = []
-        for source, outcome in zip(self._sources, outcomes, strict=True):
+        readings: dict[str, Mapping[str, Sample]] = {}
+        for source, outcome in zip(sources, outcomes, strict=True):
             ok = not isinstance(outcome, BaseException)
             self._metrics.signal_scrapes.labels(self._traffic.model, source.name, "ok" if ok else "error").inc()
             if self._source_ok.get(source.name, True) != ok:
@@ -125,9 +209,26 @@ class Monitor:
                 else:
                     log.warning("signal source %s unreadable: %r (no sample, not a breach)", source.name, outcome)
             self._source_ok[source.name] = ok
-            if not isinstance(outcome, BaseException):
+            if isinstance(outcome, BaseException):
+                continue
+            if self._stream is not None and source.name in (STATS, STREAM):
+                readings[source.name] = outcome
+            else:
                 parts.append(outcome)
-        for version, sample in merge_samples(parts, now).items():
+        if self._stream is not None:
+            before = self.switch.live
+            live = self.switch.decide(now, readings.get(STREAM), self._stream.last_entry_at, readings.get(STATS))
+            if live != before:
+                log.warning("Envoy's per-version figures now come from %s (was %s)", live, before)
+            for name in (STATS, STREAM):
+                self._metrics.signal_source_live.labels(self._traffic.model, name).set(1 if name == live else 0)
+            parts.insert(0, self.switch.splice(now, readings))
+        merged = merge_samples(parts, now)
+        self._gauges = {v: s.gauges for v, s in merged.items()}
+        return await self._evaluate(now, merged)
+
+    async def _evaluate(self, now: float, samples: Mapping[str, Sample]) -> TickResult:
+        for version, sample in samples.items():
             history = self._histories.get(version)
             if history is None:
                 history = self._histories[version] = SignalHistory(self._limits)

@@ -110,6 +110,8 @@ class StatusView:
         if self._orchestrator is not None:
             message.escalations.extend(self._orchestrator.escalations)
         message.store_id = self.store_id
+        if self._monitor is not None:
+            message.signal_source = self._monitor.signal_source
         message.audit_head_seq = self._audit_head()
         if self._watcher is not None:
             message.rules_file = str(self._watcher.path)

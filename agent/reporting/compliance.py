@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Literal
 
+from agent.domain.audit_signing import SignatureKey
 from agent.pb.rollback_agent.v1 import audit_pb2
 from agent.registry.model import VersionSpec
 from agent.reporting.layout import report_blocks
@@ -26,14 +27,16 @@ def compliance_report(
     fmt: ReportFormat = "md",
     *,
     generated_at: datetime | None = None,
+    keys: Mapping[str, SignatureKey] | None = None,
 ) -> str:
     """The report over `since`..now: versions with provenance and evidence, every rollback (trigger, from -> to,
-    phases, skipped targets, outcome), frequency and root causes, traffic changes, and the audit chain check.
+    phases, skipped targets, outcome), frequency and root causes, traffic changes, and the audit chain check:
+    links, hashes and who signed the records, their signatures verified with `keys` (key id -> key) when given.
 
     `records` is the whole audit trail in seq order (the chain is verified over all of it; the rest is limited to
     `model` and `since`). Raises ValueError for an unknown format or a time without a timezone.
     """
-    report = build_report(model, records, registry_versions, since, generated_at=generated_at)
+    report = build_report(model, records, registry_versions, since, generated_at=generated_at, keys=keys)
     if fmt == "json":
         return render_json(report)
     if fmt == "md":

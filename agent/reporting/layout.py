@@ -7,6 +7,7 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 
+from agent.domain.audit_verification import SignatureStatus
 from agent.ports.registry import VersionStatus
 from agent.registry.model import BaselineMetrics, EvidenceCheck, Provenance, Requirements, Version, VersionSpec
 from agent.reporting.document import Block, Fields, Heading, Paragraph, Table
@@ -160,23 +161,66 @@ def _chain(report: ComplianceReport) -> list[Block]:
     chain = report.chain
     blocks: list[Block] = [Heading(2, "Audit chain")]
     if chain.intact:
+        checked = " and every signature" if chain.signatures.state == "verified" else ""
         blocks.append(
             Paragraph(
-                f"INTACT: all {chain.records} audit records verified (hash chain from the first record); "
+                f"INTACT: all {chain.records} audit records verified (hash chain from the first record{checked}); "
                 f"last record {chain.last_seq}, hash {chain.last_hash or '-'}.",
                 "good",
             )
         )
-        return blocks
-    blocks.append(
-        Paragraph(
-            f"BROKEN: {len(chain.problems)} problem(s) in {chain.records} audit records. Records were edited, "
-            "removed or reordered after they were written; the content below cannot be relied on.",
-            "bad",
+    else:
+        blocks.append(
+            Paragraph(
+                f"BROKEN: {len(chain.problems)} problem(s) in {chain.records} audit records. Records were edited, "
+                "removed, reordered or re-sealed after they were written; the content below cannot be relied on.",
+                "bad",
+            )
         )
-    )
-    blocks.append(Table(("Record", "Problem"), tuple((str(p.seq), p.problem) for p in chain.problems)))
-    return blocks
+        blocks.append(Table(("Record", "Problem"), tuple((str(p.seq), p.problem) for p in chain.problems)))
+    return blocks + _signatures(chain.signatures)
+
+
+def _signatures(status: SignatureStatus) -> list[Block]:
+    signers = ", ".join(repr(k) for k in status.signed_by)
+    given = ", ".join(repr(k) for k in status.keys_given)
+    paragraph = {
+        "verified": Paragraph(f"VERIFIED: every signature checked with the key(s) given ({given}).", "good"),
+        "not_checked": Paragraph(
+            f"NOT CHECKED: the records are signed by {signers}, but no key was given (report --key-file): a trail "
+            "re-sealed without the key would read the same.",
+            "warn",
+        ),
+        "unsigned": Paragraph(
+            "UNSIGNED: audit.signing was off. The hash chain alone does not detect a trail re-sealed by someone "
+            "who can write the state store.",
+            "warn",
+        ),
+        "failed": Paragraph(
+            f"FAILED: {len(status.problems)} signature problem(s) (in the table above) with the key(s) given "
+            f"({given}): records forged, or re-sealed without the key.",
+            "bad",
+        ),
+    }[status.state]
+    return [
+        Heading(3, "Signatures"),
+        paragraph,
+        Fields(
+            (
+                ("Status", status.state.replace("_", " ")),
+                ("Signed by", signers or "no key (unsigned)"),
+                ("Checked with", given or "no key given"),
+            )
+        ),
+        Table(
+            ("First record", "Last record", "Key id", "Algorithm"),
+            tuple(
+                (str(run.first_seq), str(run.last_seq), run.key_id or "unsigned", run.algorithm or "-")
+                for run in status.runs
+            ),
+            "no record",
+        ),
+    ]
 
 
 def _summary(report: ComplianceReport) -> list[Block]:

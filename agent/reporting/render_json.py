@@ -11,6 +11,7 @@ import json
 import math
 from typing import Any
 
+from agent.domain.audit_verification import SignatureStatus
 from agent.registry.model import Version, VersionSpec
 from agent.reporting.report_data import REPORT_SCHEMA, ComplianceReport
 from agent.reporting.rollbacks import RollbackRow
@@ -106,6 +107,24 @@ def change_data(change: TrafficChange) -> dict[str, Any]:
     }
 
 
+def signature_data(status: SignatureStatus) -> dict[str, Any]:
+    return {
+        "status": status.state,
+        "signed_by": list(status.signed_by),
+        "checked_with": list(status.keys_given),
+        "runs": [
+            {
+                "first_seq": r.first_seq,
+                "last_seq": r.last_seq,
+                "key_id": r.key_id or None,
+                "algorithm": r.algorithm or None,
+            }
+            for r in status.runs
+        ],
+        "problems": [{"seq": p.seq, "problem": p.problem} for p in status.problems],
+    }
+
+
 def report_data(report: ComplianceReport) -> dict[str, Any]:
     average = report.average_per_day()
     return {
@@ -123,6 +142,7 @@ def report_data(report: ComplianceReport) -> dict[str, Any]:
             "last_seq": report.chain.last_seq,
             "last_hash": report.chain.last_hash,
             "problems": [{"seq": p.seq, "problem": p.problem} for p in report.chain.problems],
+            "signatures": signature_data(report.chain.signatures),
         },
         "versions": [version_data(v) for v in report.versions],
         "rollbacks": [rollback_data(r) for r in report.rollbacks],

@@ -6,11 +6,13 @@ models, all time): a period or model filter must not hide a broken link.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from agent.domain.audit_chain import ChainProblem, verify_chain
+from agent.domain.audit_chain import ChainProblem
+from agent.domain.audit_signing import SignatureKey
+from agent.domain.audit_verification import SignatureStatus, verify_trail
 from agent.pb.rollback_agent.v1 import audit_pb2
 from agent.registry.model import VersionSpec
 from agent.reporting.rollbacks import (
@@ -36,7 +38,8 @@ class ChainStatus:
     records: int  # every record verified (the whole trail)
     last_seq: int
     last_hash: str  # hex of the last record's hash: quote it to pin the trail as of this report
-    problems: tuple[ChainProblem, ...]
+    problems: tuple[ChainProblem, ...]  # with keys given, signature problems too
+    signatures: SignatureStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,15 +81,17 @@ class ComplianceReport:
         return [row for row in self.status_changes if row.version == tag]
 
 
-def check_chain(records: Sequence[audit_pb2.AuditRecord]) -> ChainStatus:
-    problems = verify_chain(records)
-    last = records[-1] if records else None
+def check_chain(
+    records: Sequence[audit_pb2.AuditRecord], keys: Mapping[str, SignatureKey] | None = None
+) -> ChainStatus:
+    verdict = verify_trail(records, keys)
     return ChainStatus(
-        intact=not problems,
-        records=len(records),
-        last_seq=last.seq if last is not None else 0,
-        last_hash=last.hash.hex() if last is not None else "",
-        problems=tuple(problems),
+        intact=verdict.intact,
+        records=verdict.records,
+        last_seq=verdict.head_seq,
+        last_hash=verdict.head_hash,
+        problems=verdict.chain_problems,
+        signatures=verdict.signatures,
     )
 
 
@@ -97,9 +102,11 @@ def build_report(
     since: datetime | None = None,
     *,
     generated_at: datetime | None = None,
+    keys: Mapping[str, SignatureKey] | None = None,
 ) -> ComplianceReport:
     """`records`: the whole audit trail in seq order (as the store returns it); `registry_versions`: the
-    registry's versions (`Version`s show their runtime status too)."""
+    registry's versions (`Version`s show their runtime status too); `keys`: the keys to check the records'
+    signatures with (none: who signed is reported, not verified)."""
     trail = list(records)
     if since is not None:
         require_aware(since, "since")
@@ -120,5 +127,5 @@ def build_report(
         per_day=tuple(per_day(rows)),
         per_week=tuple(per_week(rows)),
         root_causes=tuple(root_causes(rows)),
-        chain=check_chain(trail),
+        chain=check_chain(trail, keys),
     )

@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, grpc_service_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.access_loggers.grpc.v3 import als_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
@@ -37,6 +39,22 @@ class VersionUpstream:
 
 
 @dataclass(frozen=True, slots=True)
+class AccessLogSettings:
+    """Stream every finished request to the agent (envoy.access_loggers.http_grpc) over `cluster`.
+
+    Envoy sends a batch when `flush_interval_ms` has passed or `buffer_size_bytes` are buffered, whichever is first:
+    small values mean the agent hears of a failed request sooner, at the cost of more, smaller gRPC messages.
+    """
+
+    cluster: str  # the bootstrap's static cluster of the agent's gRPC server
+    flush_interval_ms: int = 50
+    buffer_size_bytes: int = 4096
+    request_headers: tuple[str, ...] = ("x-request-id",)
+    response_headers: tuple[str, ...] = ()  # e.g. a header carrying the model's confidence
+    log_name: str = "rollback-agent"
+
+
+@dataclass(frozen=True, slots=True)
 class ModelTopology:
     """What the agent routes: a model, its versions' upstreams, and where Envoy listens for model traffic."""
 
@@ -46,6 +64,7 @@ class ModelTopology:
     listener_port: int
     route_timeout_s: float = 15.0
     connect_timeout_s: float = 1.0
+    access_log: AccessLogSettings | None = None
 
     @property
     def listener_name(self) -> str:
@@ -111,6 +130,8 @@ def build_listener(topology: ModelTopology) -> listener_pb2.Listener:
         ),
         http_filters=[hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_pack(router_pb2.Router()))],
     )
+    if topology.access_log is not None:
+        manager.access_log.append(build_access_log(topology.access_log))
     return listener_pb2.Listener(
         name=topology.listener_name,
         address=address_pb2.Address(
@@ -126,6 +147,23 @@ def build_listener(topology: ModelTopology) -> listener_pb2.Listener:
             )
         ],
     )
+
+
+def build_access_log(settings: AccessLogSettings) -> accesslog_pb2.AccessLog:
+    config = als_pb2.HttpGrpcAccessLogConfig(
+        common_config=als_pb2.CommonGrpcAccessLogConfig(
+            log_name=settings.log_name,
+            grpc_service=grpc_service_pb2.GrpcService(
+                envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=settings.cluster)
+            ),
+            transport_api_version=config_source_pb2.V3,
+            buffer_flush_interval=_duration(settings.flush_interval_ms / 1000),
+            buffer_size_bytes=wrappers_pb2.UInt32Value(value=settings.buffer_size_bytes),
+        ),
+        additional_request_headers_to_log=list(settings.request_headers),
+        additional_response_headers_to_log=list(settings.response_headers),
+    )
+    return accesslog_pb2.AccessLog(name="envoy.access_loggers.http_grpc", typed_config=_pack(config))
 
 
 def build_route(topology: ModelTopology, weights: Sequence[tuple[str, int]]) -> route_pb2.RouteConfiguration:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
@@ -110,7 +110,10 @@ class AggregatedDiscoveryServicer(ads_pb2_grpc.AggregatedDiscoveryServiceService
         )
 
 
-async def start_xds_server(cache: SnapshotCache, host: str, port: int) -> tuple[grpc.aio.Server, int]:
+async def start_xds_server(
+    cache: SnapshotCache, host: str, port: int, services: Sequence[Callable[[grpc.aio.Server], None]] = ()
+) -> tuple[grpc.aio.Server, int]:
+    """Serve ADS, and every extra service `services` registers (the access-log service), on one port."""
     server = grpc.aio.server(
         options=[
             ("grpc.keepalive_time_ms", 10_000),
@@ -120,6 +123,8 @@ async def start_xds_server(cache: SnapshotCache, host: str, port: int) -> tuple[
         ]
     )
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(AggregatedDiscoveryServicer(cache), server)
+    for register in services:
+        register(server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"xDS server could not bind {host}:{port}")

@@ -73,6 +73,21 @@ token
 {{- end -}}
 
 {{/*
+"true" when the audit chain is signed with a key from audit.signing.existingSecret; fails on a half-set value.
+*/}}
+{{- define "rollback-agent.signing" -}}
+{{- $s := (default dict .Values.audit).signing | default dict -}}
+{{- $mode := $s.mode | default "none" | toString -}}
+{{- if and (ne $mode "none") (not $s.existingSecret) -}}
+{{- fail (printf "audit.signing: mode %s needs its key: set audit.signing.existingSecret to a Secret you manage (the key under audit.signing.existingSecretKey, default \"audit-key\"), e.g. kubectl create secret generic credit-audit-key --from-file=audit-key=./audit-key" $mode) -}}
+{{- else if and (eq $mode "none") $s.existingSecret -}}
+{{- fail "audit.signing: existingSecret is set but mode is none: set audit.signing.mode to hmac or ed25519 (or remove existingSecret)" -}}
+{{- else if ne $mode "none" -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/*
 agent.yaml, as YAML text: generated from the chart's values, then `agent.config` merged over it. Every template that
 needs a port or a path reads it from this (through fromYaml), so the pod spec always matches the agent's config.
 */}}
@@ -119,9 +134,20 @@ needs a port or a path reads it from this (through fromYaml), so the pod spec al
 {{- if $v.controlTokens.existingSecret -}}
 {{- $_ := set $cfg.control "tokens_file" "/var/run/secrets/rollback-agent-tokens/tokens.yaml" -}}
 {{- end -}}
+{{- $audit := dict -}}
 {{- if $v.fleetAudit.enabled -}}
 {{- $fleet := dict "dsn_file" "/var/run/secrets/rollback-agent-fleet/dsn" "batch" (int $v.fleetAudit.batch) "interval_s" $v.fleetAudit.intervalSeconds -}}
-{{- $_ := set $cfg "audit" (dict "fleet" $fleet) -}}
+{{- $_ := set $audit "fleet" $fleet -}}
+{{- end -}}
+{{- if include "rollback-agent.signing" . -}}
+{{- $signing := dict "mode" (toString $v.audit.signing.mode) "key_file" "/var/run/secrets/rollback-agent-audit-key/audit-key" -}}
+{{- if $v.audit.signing.keyId -}}
+{{- $_ := set $signing "key_id" (toString $v.audit.signing.keyId) -}}
+{{- end -}}
+{{- $_ := set $audit "signing" $signing -}}
+{{- end -}}
+{{- if $audit -}}
+{{- $_ := set $cfg "audit" $audit -}}
 {{- end -}}
 {{- if $v.candidate -}}
 {{- $candidate := toString $v.candidate -}}

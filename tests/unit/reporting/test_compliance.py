@@ -182,6 +182,8 @@ def test_an_unknown_format_or_a_naive_time_is_refused(trail: Trail, versions):
 
 def test_an_empty_trail_still_makes_a_report(versions):
     data = json.loads(compliance_report("credit-scorer", [], versions, fmt="json", generated_at=NOW))
+    signatures = data["audit_chain"].pop("signatures")
     assert data["audit_chain"] == {"intact": True, "records": 0, "last_seq": 0, "last_hash": "", "problems": []}
+    assert signatures["status"] == "unsigned" and signatures["runs"] == []
     assert data["rollbacks"] == [] and data["rollback_frequency"]["average_per_day"] is None
     assert "No rollback in this period." in compliance_report("credit-scorer", [], versions, generated_at=NOW)

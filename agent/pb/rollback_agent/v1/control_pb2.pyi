@@ -133,7 +133,7 @@ class VersionStatus(_message.Message):
     def __init__(self, version: _Optional[str] = ..., endpoint: _Optional[str] = ..., desired_weight: _Optional[int] = ..., served_weight: _Optional[int] = ..., role: _Optional[str] = ..., registry_status: _Optional[str] = ...) -> None: ...
 
 class Status(_message.Message):
-    __slots__ = ("model", "tier", "stable", "candidate", "desired", "served", "route_version", "envoys", "versions", "recent_nacks", "paused", "pause_reason", "ready", "rules", "holds", "escalations", "rules_file", "rules_error", "store_id", "audit_head_seq")
+    __slots__ = ("model", "tier", "stable", "candidate", "desired", "served", "route_version", "envoys", "versions", "recent_nacks", "paused", "pause_reason", "ready", "rules", "holds", "escalations", "rules_file", "rules_error", "store_id", "audit_head_seq", "signal_source")
     class HoldsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -161,6 +161,7 @@ class Status(_message.Message):
     RULES_ERROR_FIELD_NUMBER: _ClassVar[int]
     STORE_ID_FIELD_NUMBER: _ClassVar[int]
     AUDIT_HEAD_SEQ_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_SOURCE_FIELD_NUMBER: _ClassVar[int]
     model: str
     tier: str
     stable: str
@@ -181,7 +182,8 @@ class Status(_message.Message):
     rules_error: str
     store_id: str
     audit_head_seq: int
-    def __init__(self, model: _Optional[str] = ..., tier: _Optional[str] = ..., stable: _Optional[str] = ..., candidate: _Optional[str] = ..., desired: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., served: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., route_version: _Optional[str] = ..., envoys: _Optional[_Iterable[_Union[EnvoyNode, _Mapping]]] = ..., versions: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., recent_nacks: _Optional[_Iterable[_Union[Nack, _Mapping]]] = ..., paused: _Optional[bool] = ..., pause_reason: _Optional[str] = ..., ready: _Optional[bool] = ..., rules: _Optional[_Iterable[_Union[RuleStatus, _Mapping]]] = ..., holds: _Optional[_Mapping[str, str]] = ..., escalations: _Optional[_Iterable[str]] = ..., rules_file: _Optional[str] = ..., rules_error: _Optional[str] = ..., store_id: _Optional[str] = ..., audit_head_seq: _Optional[int] = ...) -> None: ...
+    signal_source: str
+    def __init__(self, model: _Optional[str] = ..., tier: _Optional[str] = ..., stable: _Optional[str] = ..., candidate: _Optional[str] = ..., desired: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., served: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., route_version: _Optional[str] = ..., envoys: _Optional[_Iterable[_Union[EnvoyNode, _Mapping]]] = ..., versions: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., recent_nacks: _Optional[_Iterable[_Union[Nack, _Mapping]]] = ..., paused: _Optional[bool] = ..., pause_reason: _Optional[str] = ..., ready: _Optional[bool] = ..., rules: _Optional[_Iterable[_Union[RuleStatus, _Mapping]]] = ..., holds: _Optional[_Mapping[str, str]] = ..., escalations: _Optional[_Iterable[str]] = ..., rules_file: _Optional[str] = ..., rules_error: _Optional[str] = ..., store_id: _Optional[str] = ..., audit_head_seq: _Optional[int] = ..., signal_source: _Optional[str] = ...) -> None: ...
 
 class HoldRequest(_message.Message):
     __slots__ = ("version", "reason", "actor")
