@@ -35,7 +35,7 @@ integration: install system-deps
 test: install system-deps lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=15 tests
 
-BENCHES := failover rules detect rollback webhook fleet
+BENCHES := failover rules detect rollback webhook fleet resync stream
 
 # Each benchmark prints one JSON object as its last line and writes bench/results/<name>.json.
 bench: install system-deps

@@ -5,27 +5,33 @@ over gRPC to the agent's AccessLogService on a grpc.aio server in this process, 
 does what the agent does with them: ingest into the stream state and, on each batch, at most every 100 ms, take
 a stream sample and splice it into the version histories (the rule evaluation the monitor then runs is measured
 by bench/rules.py: add its per-tick cost x stream ticks/s). CPU is this process' user+system time over the run.
-JSON last line: cpu_percent_of_one_core, entries_per_s, stream_ticks_per_s, rss_mb.
+JSON last line (also written to bench/results/stream.json): cpu_percent_of_one_core, entries_per_s,
+stream_ticks_per_s, rss_mb.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import resource
+import sys
 import time
+from pathlib import Path
 
 import grpc
 from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 from google.protobuf import duration_pb2, wrappers_pb2
 
-from agent.adapters.signals.access_log import AccessLogStreamSource
-from agent.domain.signals import SignalHistory
-from agent.engine.source_switch import STREAM, SourceSwitch
-from agent.envoy_bootstrap import DEFAULT_LATENCY_BUCKETS_MS
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from agent.adapters.signals.access_log import AccessLogStreamSource  # noqa: E402
+from agent.domain.signals import SignalHistory  # noqa: E402
+from agent.engine.source_switch import STREAM, SourceSwitch  # noqa: E402
+from agent.envoy_bootstrap import DEFAULT_LATENCY_BUCKETS_MS  # noqa: E402
+from harness.measure import write_result  # noqa: E402
 
 CLUSTERS = {"m__v1": "v1", "m__v2": "v2"}
 
@@ -108,4 +114,4 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(main(args.rate, args.seconds))))
+    write_result("stream", asyncio.run(main(args.rate, args.seconds)))
