@@ -1,8 +1,9 @@
 """bench/detect: fault -> detection -> recovery, with the agent deciding by itself.
 
 Real processes on 127.0.0.1: two reference model servers (v1 stable, v2 candidate), the agent with the shipped
-rules (rules/default.yaml, tier critical: error rate > 5 % over 30 s, `for: 0s`, >= 50 requests and 10 % window
-coverage as evidence), a real Envoy, and ~200 requests/s open loop through Envoy. The rollback settings are the
+rules (rules/default.yaml, tier critical: the sequential error-rate and p99 tests paired with the 30 s / 1 min
+window rules; the p99 SLA set to `--latency-sla-ms`, 25 ms, an Envoy bucket edge, since the reference server
+answers in a few ms), a real Envoy, and ~200 requests/s open loop through Envoy. The rollback settings are the
 bench's: `cooldown_s: 0`, `max_per_hour: 1000`, `verify_window_s: 2` (so runs are quick); everything else is the
 agent's default (signals every 1 s).
 
@@ -78,6 +79,16 @@ Where the time goes (restart mode, 2-core machine; the JSON has each part as a m
 - ACK -> all traffic on v1, -10 to 0 ms: Envoy applies the route before its ACK reaches the agent, and at 200/s
   nothing is in flight to v2 for long.
 
+Issue 12 additions (keys added, none renamed): after the `--runs` of `--fault` (the top-level figures), each of
+`SCENARIOS` runs `--scenario-runs` times (`scenarios`: a 10 % error fault; a p99 x5 latency fault, `latency_ms`
+= 4x the candidate's healthy p99 measured through Envoy just before). The steady run (`--steady-s`, now 600 s: the
+10 minutes of the false-alarm proof) carries realistic noise on both versions (`--steady-noise`: 0.5 % errors,
+2 +- 2 ms added latency); its failed requests are `failed_requests_steady_noise`, not counted as outside the fault
+windows. Last, a load phase at `--load-rate` (1,000/s) for `--load-s` with the access-log stream on (agent CPU as %
+of one core, RSS and anonymous RSS) and then, after an agent restart with `signals.access_log.enabled: false`, off:
+`stream_p99_overhead_ratio` is the client p99 on / off, measured in the same run. The breakdown above was measured
+with Envoy stats sampling only; with the stream, `envoy_stats_to_deciding_tick_ms` no longer applies (null).
+
 The last line printed is one JSON object; it is also written to bench/results/detect.json.
 """
 
@@ -87,6 +98,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -107,7 +119,7 @@ from harness.agent import start_agent, wait_http_ready, wait_http_ready_async  #
 from harness.bootstraps import agent_bootstrap  # noqa: E402
 from harness.envoy import EnvoyProcess  # noqa: E402
 from harness.load import Results, TrafficGenerator  # noqa: E402
-from harness.measure import percentile, wall_to_monotonic_offset, write_result  # noqa: E402
+from harness.measure import percentile, rss_mb, wall_to_monotonic_offset, write_result  # noqa: E402
 from harness.process import ManagedProcess  # noqa: E402
 from harness.refserver import RefServer  # noqa: E402
 from harness.sidecar import agent_config, sidecar_ports  # noqa: E402
@@ -117,6 +129,10 @@ TOKEN = "bench-token"
 MODEL = "cancer"
 STABLE, CANDIDATE = "v1", "v2"
 RULE = "error-rate"
+MAIN = "main"
+# Extra faults after the main runs (--scenario-runs each): a milder error fault and a p99 x5 latency fault (the
+# added latency is 4x the candidate's healthy p99 measured through Envoy just before, so its p99 becomes ~5x).
+SCENARIOS = ("errors_10pct", "latency_p99_x5")
 STATUS_POLL_S = 0.025
 STATS_POLL_S = 0.01
 SIGNAL_INTERVAL_S = 1.0  # the agent's default `signals.interval_s`, which the bench keeps
@@ -152,6 +168,7 @@ class Run:
     actor: str = ""
     reason: str = ""
     phases_ms: dict[str, float] = field(default_factory=dict)
+    scenario: str = MAIN  # MAIN: the --fault runs behind the top-level keys; else a SCENARIOS name
 
     @property
     def envoy_5xx_at(self) -> float:
@@ -162,8 +179,9 @@ class Run:
 class Stack:
     """The processes and the clients the bench talks to."""
 
-    def __init__(self, work: Path, verify_window_s: float) -> None:
+    def __init__(self, work: Path, verify_window_s: float, latency_sla_ms: float = 25.0) -> None:
         self.work = work
+        self.latency_sla_ms = latency_sla_ms
         self.logs = work / "logs"
         self.logs.mkdir()
         self.verify_window_s = verify_window_s
@@ -185,7 +203,7 @@ class Stack:
             state_dir=self.work / "state",
             stable=STABLE,
             candidate=CANDIDATE,
-            rules={"file": str(ROOT / "rules" / "default.yaml")},
+            rules={"file": str(self.rules_file())},
             rollback={"cooldown_s": 0, "max_per_hour": 1000, "verify_window_s": self.verify_window_s},
         )
         (self.work / "agent.yaml").write_text(yaml.safe_dump(config))
@@ -210,6 +228,28 @@ class Stack:
 
     def close(self) -> None:
         self.stack.close()
+
+    def rules_file(self) -> Path:
+        """rules/default.yaml with the latency SLA of both p99 rules at --latency-sla-ms (an Envoy bucket edge):
+        the shipped 250 ms is far above the reference server's few milliseconds, where a x5 fault stays."""
+        rules = yaml.safe_load((ROOT / "rules" / "default.yaml").read_text())
+        for rule in rules["rules"]:
+            if rule["kind"] in ("latency_p99", "latency_p99_sequential"):
+                rule["sla_ms"] = self.latency_sla_ms
+        path = self.work / "rules.yaml"
+        path.write_text(yaml.safe_dump(rules, sort_keys=False))
+        return path
+
+    def set_access_log(self, enabled: bool) -> None:
+        """signals.access_log.enabled in agent.yaml (read at the next agent start)."""
+        path = self.work / "agent.yaml"
+        config = yaml.safe_load(path.read_text())
+        config.setdefault("signals", {}).setdefault("access_log", {})["enabled"] = enabled
+        path.write_text(yaml.safe_dump(config))
+
+    @property
+    def agent_pid(self) -> int | None:
+        return self.agent.pid if self.agent is not None else None
 
     @property
     def http_url(self) -> str:
@@ -312,6 +352,7 @@ class Bench:
         self.runs: list[Run] = []
         self.rearm_s: list[float] = []
         self.window_s = 30.0
+        self.healthy_p99_ms: list[float] = []
 
     async def arm(self, index: int, reason: str) -> Run:
         """v2 back to 50 %, then wait until the agent judged it healthy (its error-rate rule is `ok`)."""
@@ -367,16 +408,18 @@ class Bench:
                     run.envoy_series.append((now, increase))
             await asyncio.sleep(STATS_POLL_S)
 
-    async def fault_run(self, index: int, previous: Run | None) -> Run:
+    async def fault_run(self, index: int, previous: Run | None, scenario: str = MAIN, runs: int | None = None) -> Run:
         stack = self.stack
         await self.rearm_wait(previous)
-        run = await self.arm(index, f"bench detect run {index}")
+        run = await self.arm(index, f"bench detect run {index} ({scenario})")
+        run.scenario = scenario
+        runs = runs or self.args.runs
         if previous is not None:
             previous.until = run.armed_at
         # The status showed the verdict right after an agent tick: injecting now would always land just after a
         # tick (the worst case, a full interval to wait). A fault arrives at any phase of the sampling cycle, so
         # the runs spread the injection evenly over one interval (stratified, so 10 runs give a stable median).
-        await asyncio.sleep(self.args.healthy_s + (index + 0.5) / self.args.runs * SIGNAL_INTERVAL_S)
+        await asyncio.sleep(self.args.healthy_s + (index % runs + 0.5) / runs * SIGNAL_INTERVAL_S)
         status = await stack.status()
         if weights_of(status, "served_weight") != {STABLE: 50, CANDIDATE: 50}:
             raise RuntimeError(f"rolled back before the fault (a false rollback): {status['desired']}")
@@ -385,7 +428,7 @@ class Bench:
         stop = asyncio.Event()
         run.injected_at = time.monotonic()
         watcher = asyncio.create_task(self.watch_envoy(run, stop))
-        await stack.upstreams[CANDIDATE].set_faults_async(self.args.fault)
+        await stack.upstreams[CANDIDATE].set_faults_async(self.fault_of(scenario))
         run.fault_set_at = time.monotonic()
         deadline = run.injected_at + self.args.timeout_s
         while time.monotonic() < deadline:
@@ -409,6 +452,24 @@ class Bench:
             return run
         await self.collect_audit(run, seq)
         return run
+
+    def fault_label(self, scenario: str) -> str:
+        if scenario == "latency_p99_x5":
+            healthy = percentile(self.healthy_p99_ms, 0.5)
+            return f"latency_ms = 4 x the candidate's healthy p99 (p50 over runs {healthy:.1f} ms)"
+        return json.dumps(self.fault_of(scenario))
+
+    def fault_of(self, scenario: str) -> dict[str, Any]:
+        if scenario == MAIN:
+            return dict(self.args.fault)
+        if scenario == "errors_10pct":
+            return {"error_rate": 0.1}
+        assert self.generator is not None
+        since = time.monotonic() - 10
+        healthy = [r.latency_s for r in self.generator.results.records(since) if r.version == CANDIDATE and r.ok]
+        p99_ms = percentile(healthy, 0.99) * 1000.0
+        self.healthy_p99_ms.append(p99_ms)
+        return {"latency_ms": round(4 * p99_ms, 1)}
 
     async def collect_audit(self, run: Run, seq: int) -> None:
         """Wait for the final Rollback record (written after the verification window) and take its timings."""
@@ -456,6 +517,9 @@ class Bench:
             previous.until = run.armed_at
         seq = await stack.audit_head()
         metric_before = await stack.rollbacks_total()
+        noise = self.args.steady_noise
+        if noise:  # realistic noise on both versions: a few errors, latency jitter
+            await asyncio.gather(*(u.set_faults_async(noise) for u in stack.upstreams.values()))
         started = time.monotonic()
         end = started + self.args.steady_s
         observed: list[str] = []
@@ -473,6 +537,8 @@ class Bench:
                 progress(f"steady {now - started:.0f}/{self.args.steady_s:g} s: {RULE} for {CANDIDATE}: {state}")
                 next_report += 30
             await asyncio.sleep(min(1.0, max(0.0, end - time.monotonic())))
+        if noise:
+            await asyncio.gather(*(u.clear_faults_async() for u in stack.upstreams.values()))
         await asyncio.sleep(stack.verify_window_s + 3)  # a rollback at the very end writes its record after verify
         records = await stack.audit_after(seq)
         rollbacks = rollbacks_of(records)
@@ -495,7 +561,76 @@ class Bench:
             or observed,
             "rules_fired": firings,
             "candidate_exposed_s": round(exposed_until - started, 1),
+            "noise": noise,
         }
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process so far, NaN when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_anon_mb(pid: int | None) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return math.nan
+
+
+async def load_phase(stack: Stack, args: argparse.Namespace, bodies: list[bytes]) -> dict[str, Any]:
+    """~--load-rate requests/s at 50/50 for --load-s with the access-log stream on (agent CPU, RSS, client p99),
+    then the agent restarted with it off for the same time (client p99): the stream's cost on the user's path,
+    measured in the same run."""
+
+    async def measure(label: str) -> dict[str, float]:
+        generator = TrafficGenerator(
+            stack.traffic_url, lambda i: bodies[i % len(bodies)], rate_per_s=args.load_rate, concurrency=32
+        )
+        async with generator:
+            await generator.wait_for_responses(int(args.load_rate), timeout_s=20)  # warm connections
+            pid = stack.agent_pid
+            cpu0, t0 = cpu_seconds(pid), time.monotonic()
+            await asyncio.sleep(args.load_s)
+            cpu1, t1 = cpu_seconds(pid), time.monotonic()
+            rss, anon = rss_mb(pid), rss_anon_mb(pid)
+        latencies = generator.results.latencies_s(since=t0, until=t1)
+        achieved = len(latencies) / (t1 - t0)
+        progress(f"load ({label}): {achieved:.0f} requests/s, agent CPU {100 * (cpu1 - cpu0) / (t1 - t0):.1f} %")
+        return {
+            "rate": achieved,
+            "p99_ms": percentile(latencies, 0.99) * 1000.0,
+            "cpu_percent": 100.0 * (cpu1 - cpu0) / (t1 - t0),
+            "rss_mb": rss,
+            "rss_anon_mb": anon,
+            "failed": len(generator.results.failed(since=t0, until=t1)),
+        }
+
+    await stack.set_weights({STABLE: 50, CANDIDATE: 50}, "bench detect load phase", force=True)
+    on = await measure("access-log stream on")
+    await asyncio.to_thread(stack.set_access_log, False)
+    await stack.restart_agent()
+    off = await measure("access-log stream off")
+    await asyncio.to_thread(stack.set_access_log, True)
+    return {
+        "load_rate_per_s": args.load_rate,
+        "load_s": args.load_s,
+        "load_rate_per_s_achieved": rounded(on["rate"], 0),
+        "agent_cpu_percent_of_one_core": rounded(on["cpu_percent"], 1),
+        "agent_rss_mb": rounded(on["rss_mb"], 1),
+        "agent_rss_anon_mb": rounded(on["rss_anon_mb"], 1),
+        "stream_p99_ms_on": rounded(on["p99_ms"], 2),
+        "stream_p99_ms_off": rounded(off["p99_ms"], 2),
+        "stream_p99_overhead_ratio": rounded(on["p99_ms"] / off["p99_ms"]) if off["p99_ms"] > 0 else None,
+        "load_failed_requests": int(on["failed"] + off["failed"]),
+        "agent_cpu_percent_stream_off": rounded(off["cpu_percent"], 1),
+    }
 
 
 def rollbacks_of(records: list[audit_pb2.AuditRecord]) -> list[audit_pb2.AuditRecord]:
@@ -512,12 +647,32 @@ def first_5xx_after(results: Results, run: Run) -> float:
     return min(done, default=math.nan)
 
 
-def analyse(bench: Bench, results: Results, steady: dict[str, Any]) -> dict[str, Any]:
-    runs = bench.runs
+def scenario_figures(runs: list[Run]) -> dict[str, Any]:
+    recovered = [r.recovered_at - r.injected_at for r in runs]
+    detected = [r.decided_at - r.injected_at for r in runs]
+    actors: dict[str, int] = {}
     for run in runs:
+        actors[run.actor or "none"] = actors.get(run.actor or "none", 0) + 1
+    return {
+        "runs": len(runs),
+        "runs_not_recovered": sum(1 for v in recovered if math.isnan(v)),
+        "fault_to_recovered_s_p50": rounded(percentile(recovered, 0.5)),
+        "fault_to_recovered_s_max": rounded(max((v for v in recovered if not math.isnan(v)), default=math.nan)),
+        "fault_to_detected_s_p50": rounded(percentile(detected, 0.5)),
+        "decided_by": actors,
+        "evidence": [r.rollback.trigger.rule.reason if r.rollback is not None else r.reason for r in runs],
+    }
+
+
+def analyse(
+    bench: Bench, results: Results, steady: dict[str, Any], load: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    every_run = bench.runs
+    for run in every_run:
         run.first_5xx_at = first_5xx_after(results, run)
-        recovered = results.first_time_all_from(STABLE, run.injected_at, until=run.until, ok_only=True)
-        run.recovered_at = recovered if recovered is not None else math.nan
+        back = results.first_time_all_from(STABLE, run.injected_at, until=run.until, ok_only=True)
+        run.recovered_at = back if back is not None else math.nan
+    runs = [r for r in every_run if r.scenario == MAIN]
 
     def deltas(a: str, b: str, scale: float = 1.0) -> list[float]:
         return [(getattr(r, b) - getattr(r, a)) * scale for r in runs]
@@ -527,9 +682,15 @@ def analyse(bench: Bench, results: Results, steady: dict[str, Any]) -> dict[str,
     status = deltas("injected_at", "status_at")
     ack_ms = [r.phases_ms.get("ack", math.nan) for r in runs]
     acked_at = [r.decided_at + a / 1000.0 for r, a in zip(runs, ack_ms, strict=True)]
-    windows = [(r.injected_at, r.recovered_at if not math.isnan(r.recovered_at) else r.cleared_at) for r in runs]
-    outside = [f for f in results.failed() if not any(f.t_done >= lo and f.t_sent <= hi for lo, hi in windows)]
-    failed_in_fault = sum(1 for f in results.failed() if any(f.t_done >= lo and f.t_sent <= hi for lo, hi in windows))
+    windows = [(r.injected_at, r.recovered_at if not math.isnan(r.recovered_at) else r.cleared_at) for r in every_run]
+    noise_window = (steady["started_at"], steady["ended_at"] + 1.0) if steady.get("noise") else None
+
+    def in_noise(f: Any) -> bool:
+        return noise_window is not None and f.t_done >= noise_window[0] and f.t_sent <= noise_window[1]
+
+    failed = [f for f in results.failed() if not in_noise(f)]
+    outside = [f for f in failed if not any(f.t_done >= lo and f.t_sent <= hi for lo, hi in windows)]
+    failed_in_fault = sum(1 for f in failed if any(f.t_done >= lo and f.t_sent <= hi for lo, hi in windows))
     actors: dict[str, int] = {}
     for run in runs:
         actors[run.actor or "none"] = actors.get(run.actor or "none", 0) + 1
@@ -586,13 +747,30 @@ def analyse(bench: Bench, results: Results, steady: dict[str, Any]) -> dict[str,
         "failed_requests": len(results.failed()),
         "failed_requests_in_fault_windows": failed_in_fault,
         "failed_requests_outside_fault_windows": len(outside),
-        "targets": {"fault_to_recovered_s_p50": 2, "false_rollbacks": 0},
+        "failed_requests_steady_noise": len(results.failed()) - len(failed),
+        "scenarios": {
+            name: {
+                "fault": bench.fault_label(name),
+                **scenario_figures([r for r in every_run if r.scenario == name]),
+            }
+            for name in SCENARIOS
+            if any(r.scenario == name for r in every_run)
+        },
+        "latency_sla_ms": bench.stack.latency_sla_ms,
+        **(load or {}),
+        "targets": {
+            "fault_to_recovered_s_p50": 0.5,
+            "fault_to_recovered_s_max": 1.0,
+            "false_rollbacks": 0,
+            "stream_p99_overhead_ratio": 1.05,
+            "agent_cpu_percent_of_one_core": 25,
+        },
     }
 
 
 async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     bodies = [json.dumps(sample_request(1, seed=i)).encode() for i in range(64)]
-    stack = Stack(work, args.verify_window_s)
+    stack = Stack(work, args.verify_window_s, args.latency_sla_ms)
     try:
         progress(f"starting the stack in {work}")
         await asyncio.to_thread(stack.start)
@@ -616,12 +794,23 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                         f"status {run_.status_at - run_.injected_at:.3f} s after the fault "
                         f"({run_.rollback.trigger.rule.reason if run_.rollback else run_.reason})"
                     )
+                for scenario in SCENARIOS:
+                    for index in range(args.scenario_runs):
+                        run_ = await bench.fault_run(len(bench.runs), previous, scenario, args.scenario_runs)
+                        bench.runs.append(run_)
+                        previous = run_
+                        progress(
+                            f"{scenario} run {index + 1}/{args.scenario_runs}: detected "
+                            f"{run_.decided_at - run_.injected_at:.3f} s after the fault "
+                            f"({run_.rollback.trigger.rule.reason if run_.rollback else run_.reason})"
+                        )
                 progress(f"steady run: {CANDIDATE} at 50 %, no fault, {args.steady_s:g} s")
                 steady = await bench.steady(previous)
                 progress(f"steady run done: {steady['false_rollbacks']} false rollback(s)")
                 await generator.wait_for_responses(generator.sent, timeout_s=10)
             results = generator.results
-        return analyse(bench, results, steady)
+            load = await load_phase(stack, args, bodies) if args.load_s > 0 else None
+        return analyse(bench, results, steady, load)
     finally:
         await asyncio.to_thread(stack.close)
 
@@ -629,7 +818,17 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10, help="fault runs")
-    parser.add_argument("--steady-s", type=float, default=300.0, help="steady run without a fault, seconds")
+    parser.add_argument("--steady-s", type=float, default=600.0, help="steady run without a fault, seconds")
+    parser.add_argument(
+        "--steady-noise",
+        type=json.loads,
+        default={"error_rate": 0.005, "latency_ms": 2.0, "latency_jitter_ms": 2.0},
+        help="refserver faults on both versions during the steady run (realistic noise; {} for none)",
+    )
+    parser.add_argument("--scenario-runs", type=int, default=3, help=f"runs of each extra fault: {SCENARIOS}")
+    parser.add_argument("--latency-sla-ms", type=float, default=25.0, help="SLA of the p99 rules (a bucket edge)")
+    parser.add_argument("--load-rate", type=float, default=1000.0, help="requests/s of the CPU/RSS/stream phase")
+    parser.add_argument("--load-s", type=float, default=20.0, help="seconds per half of that phase (0: skip it)")
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second through Envoy (open loop)")
     parser.add_argument("--fault", type=json.loads, default={"error_rate": 0.5}, help="refserver POST /faults body")
     parser.add_argument(

@@ -42,10 +42,10 @@ async def rule_states(stack: AgentStack, version: str) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("fault", "rules"),
     [
-        ({"error_rate": 0.5}, {"error-rate-fast", "error-rate"}),
+        ({"error_rate": 0.5}, {"error-rate-sequential", "error-rate"}),
         # A crash is seen by several rules on the same tick: the crash rule (unreachable server, connect failures)
         # and the error rates (Envoy answers 503 for the refused connections). Any is a correct reason.
-        ({"crash": True}, {"crash", "error-rate-fast", "error-rate"}),
+        ({"crash": True}, {"crash", "error-rate-sequential", "error-rate"}),
     ],
 )
 async def test_fault_in_candidate_rolls_traffic_back_to_stable(stack, fault, rules):

@@ -33,7 +33,7 @@ from tests.integration.agent_stack import MODEL, ROOT, TOKEN, AgentStack, body_f
 
 VERSIONS = ("v1", "v2", "v3")
 PHASES = {"detect", "select", "validate", "warm", "switch", "ack", "mark", "confirm", "verify", "archive"}
-ERROR_RULES = {"error-rate", "error-budget-burn"}  # either is a correct reason for a 50 % error rate
+ERROR_RULES = {"error-rate", "error-rate-sequential", "error-budget-burn"}  # any is a correct reason for 50 % errors
 
 
 def _entry(tag: str, status: str, created: str, memory_mb: int, n: int) -> dict[str, Any]:

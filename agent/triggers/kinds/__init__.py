@@ -11,8 +11,10 @@ from agent.triggers.kinds.business_metric import BusinessMetricRule
 from agent.triggers.kinds.confidence import ConfidenceDropRule
 from agent.triggers.kinds.crash import CrashRule
 from agent.triggers.kinds.error_rate import ErrorRateRule
+from agent.triggers.kinds.error_rate_sequential import ErrorRateSequentialRule
 from agent.triggers.kinds.feature_drift import FeatureDriftRule
 from agent.triggers.kinds.latency import LatencyRule
+from agent.triggers.kinds.latency_sequential import LatencySequentialRule
 from agent.triggers.kinds.missing_features import MissingFeaturesRule
 from agent.triggers.kinds.near_oom import NearOomRule
 from agent.triggers.kinds.primary_metric import PrimaryMetricRule
@@ -30,7 +32,9 @@ Rule = Annotated[
     | NearOomRule
     | ThroughputAnomalyRule
     | BusinessMetricRule
-    | BurnRateRule,
+    | BurnRateRule
+    | ErrorRateSequentialRule
+    | LatencySequentialRule,
     Field(discriminator="kind"),
 ]
 
@@ -46,6 +50,8 @@ RULE_TYPES: Final[dict[str, type[RuleBase]]] = {
     "throughput_anomaly": ThroughputAnomalyRule,
     "business_metric": BusinessMetricRule,
     "burn_rate": BurnRateRule,
+    "error_rate_sequential": ErrorRateSequentialRule,
+    "latency_p99_sequential": LatencySequentialRule,
 }
 
 __all__ = [
@@ -55,8 +61,10 @@ __all__ = [
     "ConfidenceDropRule",
     "CrashRule",
     "ErrorRateRule",
+    "ErrorRateSequentialRule",
     "FeatureDriftRule",
     "LatencyRule",
+    "LatencySequentialRule",
     "MissingFeaturesRule",
     "NearOomRule",
     "PrimaryMetricRule",

@@ -1,0 +1,46 @@
+"""error_rate_sequential: a sequential test that the version's error rate is above the threshold.
+
+Decides as soon as the evidence is strong enough (see kinds/sequential.py) instead of waiting for a window to fill:
+a severe fault is caught from its first few dozen requests, while healthy noise almost never adds up to the bound.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from agent.domain.signals import Window
+from agent.triggers.context import VersionContext
+from agent.triggers.kinds.sequential import SequentialRule, alternative, window_counts
+from agent.triggers.kinds.traffic import ERRORS, REQUESTS, TrafficSource
+from agent.triggers.units import Ratio
+from agent.triggers.verdict import Verdict
+
+
+class ErrorRateSequentialRule(SequentialRule):
+    kind: Literal["error_rate_sequential"]
+    source: TrafficSource = "envoy"
+    max_rate: Ratio = Field(default=0.05, gt=0, lt=1)  # H0: the error rate is at most this
+
+    @property
+    def threshold(self) -> float:
+        return self.max_rate
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = super().problems()
+        if self.clear_threshold is not None and self.clear_threshold <= 0:
+            found.append(("clear_threshold", "must be > 0 (the test compares rates by their ratio)"))
+        return found
+
+    def evaluate(self, ctx: VersionContext, stable: VersionContext | None, firing: bool) -> Verdict:
+        requests, errors = REQUESTS[self.source], ERRORS[self.source]
+
+        def measure(window: Window) -> tuple[float, float] | None:
+            total = window.delta(requests)
+            return None if total is None else (total, min(total, window.delta(errors) or 0.0))
+
+        counts = window_counts(ctx, self.window, ("errors", self.source), measure)
+        # While firing, the whole test moves to the clear threshold: clearing needs evidence of a rate below it.
+        p0 = self.limit(self.max_rate, firing)
+        return self.sequential_verdict(ctx, counts, p0, alternative(p0, self.effect), "error rate", "failed", firing)
