@@ -15,14 +15,16 @@ Scenarios (`--only kill,storage,outage,envoy-restarts,fuzz`, each runnable alone
 - storage: after a rollback, each state fault (delete, truncate to 0, truncate mid-file, random bytes, another
   model's state.db, state dir removed) then a restart: the agent must refuse (exit 4, `error: state refused:`),
   Envoy keeps serving the last config, `state restore BACKUP` brings it back and v2 still gets nothing. While
-  running: a read-only state dir (chattr +i) and a full disk (RLIMIT_FSIZE proxy): state changes answer 503
-  naming the cause and traffic does not move.
+  running, with v2 back at 50 %: a read-only state dir (chattr +i) and a full disk (RLIMIT_FSIZE proxy): state
+  changes (set-weights, pause, a rollback alert) answer 503 naming the cause and traffic does not move; once
+  the fault is lifted the alert's retry rolls v2 back.
 - outage: the agent stopped for `--outage-s` under load: Envoy keeps serving; after the restart, the time to
   every Envoy in sync and /readyz 200.
 - envoy-restarts: Envoy restarted `--envoy-restarts` times: time to the desired route, served split == desired.
 - fuzz: `pytest tests/fuzz` with FUZZ_EXAMPLES=`--fuzz-examples`: examples, failures and duration per surface.
 
-Every check is counted per scenario; the failing ones are listed with what was seen. The result is one JSON
+Every check is counted per scenario (each also checks that the agent logged no traceback meanwhile); the failing
+ones are listed with what was seen. The result is one JSON
 object (last line printed; bench/results/chaos.json, or --output). Exit 0 only when every check passed.
 """
 
@@ -53,6 +55,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from agent.adapters.store.sqlite_store import read_audit_records  # noqa: E402
 from agent.pb.rollback_agent.v1 import audit_pb2  # noqa: E402
 from harness.agent import start_agent  # noqa: E402
 from harness.bootstraps import agent_bootstrap  # noqa: E402
@@ -153,6 +156,50 @@ def alert_payload(cycle: int) -> dict[str, Any]:
         "externalURL": "http://alertmanager.chaos:9093",
         "alerts": [alert],
     }
+
+
+def _weights(policy: Any) -> dict[str, int]:
+    return {w.version: w.weight for w in policy.weights}
+
+
+def closed_rollback_of_candidate(records: Sequence[audit_pb2.AuditRecord]) -> tuple[str, str]:
+    """(how, '') when `records` hold v2's rollback as a decision recorded write-ahead and closed: a TrafficIntent
+    taking v2 out of traffic, its TrafficChanged outcome naming it (`acked`, or `interrupted` when the agent died
+    before recording it and the next start reconciled it), and the rollback it belongs to closed by a final
+    Rollback record or a RollbackInterrupted one; else ('', what is missing)."""
+    outcomes = {
+        r.traffic_changed.intent_seq: r.traffic_changed.outcome
+        for r in records
+        if r.WhichOneof("event") == "traffic_changed" and r.traffic_changed.intent_seq
+    }
+    closures: dict[str, str] = {}
+    for r in records:
+        which = r.WhichOneof("event")
+        if which == "rollback" and r.rollback.outcome != "switched":
+            closures[r.rollback.rollback_id] = r.rollback.outcome
+        elif which == "rollback_interrupted":
+            closures[r.rollback_interrupted.rollback_id] = f"interrupted at the {r.rollback_interrupted.stage}"
+    intents = [
+        r
+        for r in records
+        if r.WhichOneof("event") == "traffic_intent"
+        and _weights(r.traffic_intent.from_policy).get(CANDIDATE, 0) > 0
+        and _weights(r.traffic_intent.to_policy).get(CANDIDATE, 0) == 0
+    ]
+    if not intents:
+        return "", f"no traffic intent taking {CANDIDATE} out; events {[r.WhichOneof('event') for r in records]}"
+    seen = []
+    for intent in intents:
+        outcome = outcomes.get(intent.seq, "")
+        rollback_id = intent.traffic_intent.rollback_id
+        closure = closures.get(rollback_id, "") if rollback_id else ""
+        if outcome in ("acked", "interrupted") and closure:
+            return f"intent {outcome}; rollback {closure}", ""
+        seen.append(
+            f"intent {intent.seq} (rollback {rollback_id or 'none'}): outcome {outcome or 'none'}, "
+            f"rollback closed: {closure or 'no'}"
+        )
+    return "", "; ".join(seen)
 
 
 class Stack:
@@ -382,10 +429,7 @@ class Stack:
     # -- records ---------------------------------------------------------------------------------------------
 
     def audit_records(self) -> list[audit_pb2.AuditRecord]:
-        db = self.state_dir / "state.db"
-        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
-            rows = conn.execute("SELECT record FROM audit ORDER BY seq").fetchall()
-        return [audit_pb2.AuditRecord.FromString(r[0]) for r in rows]
+        return read_audit_records(self.state_dir / "state.db")
 
     async def last_seq(self) -> int:
         try:
@@ -394,28 +438,22 @@ class Stack:
             return 0
         return records[-1].seq if records else 0
 
-    async def rollback_on_record(self, after_seq: int, timeout_s: float) -> str:
-        """'' once a record after `after_seq` shows v2 taken out of traffic (a Rollback from v2, or a traffic
-        change to v2=0), else what the trail has."""
+    async def rollback_on_record(self, after_seq: int, timeout_s: float) -> tuple[str, str]:
+        """('', how the rollback closed) once the records after `after_seq` hold v2's rollback as a closed
+        decision (see `closed_rollback_of_candidate`), else (what the trail has, '')."""
+        last: list[str] = []
 
-        def moved_away(record: audit_pb2.AuditRecord) -> bool:
-            event = record.WhichOneof("event")
-            if event == "rollback":
-                return record.rollback.from_version == CANDIDATE and record.rollback.outcome == "recovered"
-            if event == "traffic_changed":
-                to = {w.version: w.weight for w in record.traffic_changed.to_policy.weights}
-                return record.traffic_changed.outcome == "acked" and to.get(CANDIDATE, 0) == 0
-            return False
-
-        async def found() -> bool | NotYet:
+        async def found() -> str | NotYet:
             records = [r for r in await asyncio.to_thread(self.audit_records) if r.seq > after_seq]
-            return any(moved_away(r) for r in records) or NotYet([r.WhichOneof("event") for r in records])
+            how, missing = closed_rollback_of_candidate(records)
+            last[:] = [missing]
+            return how or NotYet(missing)
 
         try:
-            await async_wait_until(found, timeout_s, interval_s=0.1, what="the rollback on record")
-        except WaitTimeout as exc:
-            return str(exc)
-        return ""
+            how = await async_wait_until(found, timeout_s, interval_s=0.1, what="the rollback on record")
+        except WaitTimeout:
+            return last[0] if last else "no records", ""
+        return "", str(how)
 
     # -- operations ------------------------------------------------------------------------------------------
 
@@ -493,7 +531,10 @@ async def kill_cycle(stack: Stack, checks: Checks, cycle: int, trigger: str, del
         ready = time.monotonic()
     retried = False
     if ready_ok:
-        out = lambda r: r.get(CANDIDATE, 0) == 0  # noqa: E731
+
+        def out(route: dict[str, int]) -> bool:
+            return route.get(CANDIDATE, 0) == 0
+
         if acknowledged or switched:
             held = await stack.wait_route(out, 10, "without v2 (no retry)")
             checks.record(
@@ -516,7 +557,7 @@ async def kill_cycle(stack: Stack, checks: Checks, cycle: int, trigger: str, del
         f"{counts} in the window after ready; {v2_since_kill} v2 responses since the kill",
         where,
     )
-    missing = await stack.rollback_on_record(before_seq, 10)
+    missing, closed_as = await stack.rollback_on_record(before_seq, 10)
     checks.record("decision_on_record", not missing, missing, where)
     code, out_text = await stack.cli("audit", "verify")
     checks.record("audit_verify", code == 0, f"exit {code}: {out_text[-400:]}", where)
@@ -534,6 +575,7 @@ async def kill_cycle(stack: Stack, checks: Checks, cycle: int, trigger: str, del
         "acknowledged_before_kill": acknowledged,
         "switched_before_kill": switched,
         "retried": retried,
+        "on_record": closed_as,
         "restart_to_ready_s": round(ready - restarted, 3),
         "failed_requests": len(failed) - injected,
         "injected_errors": injected,
@@ -580,11 +622,13 @@ async def kill_scenario(stack: Stack, n: int, rng: random.Random) -> dict[str, A
 
 
 async def foreign_state_db(stack: Stack) -> Path:
-    """Another model's state.db: an agent for model `fraud-scorer` run once against the same servers."""
+    """Another model's state.db: an agent for model `fraud-scorer` run against the same servers until it serves
+    (its store complete), then stopped."""
     work = stack.work / "foreign"
     work.mkdir(exist_ok=True)
     config = work / "agent.yaml"
-    stack.write_config(config, "fraud-scorer", work / "state", sidecar_ports())
+    ports = sidecar_ports()
+    stack.write_config(config, "fraud-scorer", work / "state", ports)
     other = ManagedProcess(
         module_argv("agent", ["run", "--config", str(config)]),
         name="foreign-agent",
@@ -595,11 +639,12 @@ async def foreign_state_db(stack: Stack) -> Path:
     with other.start():
         db = work / "state" / "state.db"
 
-        def written() -> bool:
+        def serving() -> bool | NotYet:
             other.check_alive()
-            return db.exists() and db.stat().st_size > 0
+            status = http_status(f"http://127.0.0.1:{ports['http']}/healthz", timeout_s=0.5)
+            return (status == 200 and db.exists()) or NotYet(status)
 
-        await async_wait_until(lambda: asyncio.to_thread(written), 20, 0.05, "the foreign agent's state.db")
+        await async_wait_until(lambda: asyncio.to_thread(serving), 20, 0.05, "the foreign agent serving")
     return db
 
 
@@ -690,12 +735,11 @@ async def storage_offline(stack: Stack, checks: Checks, rng: random.Random, faul
     return rows
 
 
-async def refused_while_faulty(stack: Stack, checks: Checks, fault: str, cycle: int) -> None:
-    """With a storage fault in force: state changes answer 503 naming the cause; traffic does not move."""
+async def refused_while_faulty(stack: Stack, checks: Checks, fault: str, payload: dict[str, Any]) -> None:
+    """With a storage fault in force and v2 serving: every state change (set-weights taking v2 out, pause, a
+    rollback alert) answers 503 naming the cause; traffic does not move."""
     route_before = await stack.route()
-    code, out = await stack.cli(
-        "set-weights", *(f"{v}={w}" for v, w in CHAOS_WEIGHTS.items()), "--force", "--reason", "chaos: storage"
-    )
+    code, out = await stack.cli("set-weights", f"{STABLE}=100", f"{CANDIDATE}=0", "--reason", "chaos: storage")
     checks.record(
         "set_weights_503_naming_cause",
         code != 0 and "503" in out and bool(STORAGE_CAUSE.search(out)),
@@ -707,7 +751,7 @@ async def refused_while_faulty(stack: Stack, checks: Checks, fault: str, cycle: 
     checks.record(
         "pause_503_naming_cause", status == 503 and bool(STORAGE_CAUSE.search(text)), f"{status}: {text}", fault
     )
-    status, text = await stack.post_alert(alert_payload(10_000 + cycle))
+    status, text = await stack.post_alert(payload)
     checks.record(
         "webhook_503_naming_cause", status == 503 and bool(STORAGE_CAUSE.search(text)), f"{status}: {text}", fault
     )
@@ -715,18 +759,24 @@ async def refused_while_faulty(stack: Stack, checks: Checks, fault: str, cycle: 
     route_after = await stack.route()
     checks.record(
         "traffic_did_not_move",
-        route_after == route_before and counts.get(CANDIDATE, 0) == 0,
+        route_after == route_before and counts.get(CANDIDATE, 0) > 0 and counts.get(STABLE, 0) > 0,
         f"route {route_before} -> {route_after}; window {counts}",
         fault,
     )
     checks.record("agent_survived", stack.proc.alive, f"exit {stack.proc.returncode}", fault)
 
 
-async def revive(stack: Stack) -> None:
-    """After a running fault: the agent again (restarted if the fault killed it; `agent_survived` says so)."""
+async def after_fault(stack: Stack, checks: Checks, fault: str, payload: dict[str, Any]) -> None:
+    """The fault lifted: the agent (restarted if the fault killed it; `agent_survived` says so) takes the
+    alert's retry, as Alertmanager sends it after a 503, and v2 leaves the route."""
     if not stack.proc.alive:
         stack.restart_agent()
     await stack.wait_ready(30)
+    status, text = await stack.post_alert(payload)
+    out = await stack.wait_route(lambda r: r.get(CANDIDATE, 0) == 0, 15, "without v2 (the alert's retry)")
+    checks.record(
+        "alert_retry_acts_after_fault", status == 200 and out, f"{status}: {text[-300:]}; {await stack.route()}", fault
+    )
 
 
 async def storage_scenario(stack: Stack, rng: random.Random, faults: Sequence[str]) -> dict[str, Any]:
@@ -736,17 +786,23 @@ async def storage_scenario(stack: Stack, rng: random.Random, faults: Sequence[st
     running: dict[str, str] = {}
     why_not = immutable_supported(stack.state_dir)
     if why_not is None:
+        await stack.readmit(checks, "read_only")
+        payload = alert_payload(10_001)
         with immutable(stack.state_dir):
-            await refused_while_faulty(stack, checks, "read_only", 1)
+            await refused_while_faulty(stack, checks, "read_only", payload)
         running["read_only"] = "chattr +i on the state dir and its files (EPERM on every write)"
-        await revive(stack)
+        await after_fault(stack, checks, "read_only", payload)
     else:
         running["read_only"] = f"not run: {why_not}"
+    await stack.readmit(checks, "disk_full")
     if stack.proc.alive and stack.proc.pid is not None:
+        payload = alert_payload(10_002)
         with file_size_limit(stack.proc.pid):
-            await refused_while_faulty(stack, checks, "disk_full", 2)
+            await refused_while_faulty(stack, checks, "disk_full", payload)
         running["disk_full"] = "proxy: RLIMIT_FSIZE 0 on the agent (EFBIG on every file write), not a real ENOSPC"
-        await revive(stack)
+        await after_fault(stack, checks, "disk_full", payload)
+    code, out = await stack.cli("audit", "verify")
+    checks.record("audit_verify", code == 0, f"exit {code}: {out[-400:]}", "end")
     return {"faults": rows, "running_faults": running, **checks.summary()}
 
 
@@ -877,7 +933,32 @@ async def fuzz_scenario(work: Path, examples: int, timeout_s: float) -> dict[str
 # -- main -----------------------------------------------------------------------------------------------------
 
 
+TRACEBACK = "Traceback (most recent call last)"
+
+
+async def timed_on_stack(stack: Stack, scenario: str, run_scenario: Callable[[], Any]) -> dict[str, Any]:
+    """Run one scenario; add its duration and the check that the agent logged no traceback meanwhile."""
+    offset = stack.log_offset()
+    began = time.monotonic()
+    part: dict[str, Any] = await run_scenario()
+    part["duration_s"] = round(time.monotonic() - began, 1)
+    text = stack.log_since(offset)
+    tracebacks = text.count(TRACEBACK)
+    entry = part["checks"].setdefault("no_traceback_in_agent_log", {"passed": 0, "failed": 0})
+    if tracebacks:
+        at = text.index(TRACEBACK)
+        detail = f"{scenario} no_traceback_in_agent_log: {tracebacks} in {stack.proc.log_path}; first: "
+        part["failures"].append((detail + text[max(0, at - 200) : at + 1200])[:1500])
+        part["checks_failed"] += 1
+        entry["failed"] += 1
+        print(f"FAIL {part['failures'][-1]}", file=sys.stderr, flush=True)
+    else:
+        entry["passed"] += 1
+    return part
+
+
 async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    began = time.monotonic()
     rng = random.Random(args.seed)
     only = args.only
     result: dict[str, Any] = {
@@ -892,21 +973,25 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         if stack_scenarios:
             stack = Stack(work, exits, args.rate, args.window)
             try:
+                started = time.monotonic()
                 await stack.start()
-                if "kill" in only:
-                    result["kill"] = await kill_scenario(stack, args.kills, rng)
-                if "storage" in only:
-                    faults = [f for f in args.storage_faults.split(",") if f]
-                    result["storage"] = await storage_scenario(stack, rng, faults)
-                if "outage" in only:
-                    result["outage"] = await outage_scenario(stack, args.outage_s)
-                if "envoy-restarts" in only:
-                    result["envoy_restarts"] = await envoy_restart_scenario(stack, args.envoy_restarts)
+                result["setup_s"] = round(time.monotonic() - started, 1)
+                faults = args.storage_faults
+                scenarios: list[tuple[str, str, Callable[[], Any]]] = [
+                    ("kill", "kill", lambda: kill_scenario(stack, args.kills, rng)),
+                    ("storage", "storage", lambda: storage_scenario(stack, rng, faults)),
+                    ("outage", "outage", lambda: outage_scenario(stack, args.outage_s)),
+                    ("envoy-restarts", "envoy_restarts", lambda: envoy_restart_scenario(stack, args.envoy_restarts)),
+                ]
+                for name, key, scenario in scenarios:
+                    if name in only:
+                        result[key] = await timed_on_stack(stack, name, scenario)
                 result["requests"] = len(stack.gen.log)
             finally:
                 await stack.close()
-        if "fuzz" in only:
-            result["fuzz"] = await fuzz_scenario(work, args.fuzz_examples, args.fuzz_timeout_s)
+    if "fuzz" in only:  # after the stack is stopped: the fuzzing has the CPU to itself
+        result["fuzz"] = await fuzz_scenario(work, args.fuzz_examples, args.fuzz_timeout_s)
+    result["duration_s"] = round(time.monotonic() - began, 1)
     parts = [result[k] for k in ("kill", "storage", "outage", "envoy_restarts", "fuzz") if k in result]
     result["checks_failed"] = sum(p["checks_failed"] for p in parts)
     result["all_checks_passed"] = result["checks_failed"] == 0 and len(parts) == len(only)
@@ -922,11 +1007,21 @@ def parse_only(text: str) -> list[str]:
     return [s for s in SCENARIOS if s in names]
 
 
+def parse_faults(text: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in names if s not in STATE_FAULTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown fault(s) {', '.join(unknown)}; one of {', '.join(STATE_FAULTS)}")
+    return names
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", type=parse_only, default=list(SCENARIOS), help="comma-separated scenarios")
     parser.add_argument("--kills", type=int, default=51, help="kill cycles (operator, alert, rule in turn)")
-    parser.add_argument("--storage-faults", default=",".join(STATE_FAULTS), help="state faults to inject")
+    parser.add_argument(
+        "--storage-faults", type=parse_faults, default=list(STATE_FAULTS), help="comma-separated state faults"
+    )
     parser.add_argument("--outage-s", type=float, default=60.0, help="how long the agent is down")
     parser.add_argument("--envoy-restarts", type=int, default=20)
     parser.add_argument("--fuzz-examples", type=int, default=10000, help="FUZZ_EXAMPLES for tests/fuzz")
