@@ -2,16 +2,19 @@
 
 The model server's resident memory (`process_resident_memory_bytes`) divided by the version's configured limit
 (the container's memory limit) is the `model.memory_ratio` gauge. When the version then exits (stops answering,
-or comes back as a new process) and its last reading was at or above `oom_ratio` of the limit, the exit counts as
-an OOM (`health.oom`). The watch sees only readings: a leak faster than one sampling interval can take the process
-from below the ratio to the limit unseen, and then the exit stays a plain crash.
+or comes back as a new process) and its last reading was at or above `oom_ratio` of the limit, or the growth
+between its last two readings, carried on to the moment the exit was noticed, reaches the limit, the exit counts as
+an OOM (`health.oom`). A reading can be missed while a leaking server is busy allocating, which is why the trend
+counts too. What the watch still cannot see: memory that jumps to the limit from a flat trend between readings
+(one huge allocation) stays a plain crash.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +22,9 @@ MB = 1024 * 1024
 
 
 class MemoryWatch:
-    def __init__(self, limits_mb: Mapping[str, float], oom_ratio: float = 0.9) -> None:
+    def __init__(
+        self, limits_mb: Mapping[str, float], oom_ratio: float = 0.9, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if not 0 < oom_ratio <= 1:
             raise ValueError(f"oom_ratio must be in (0, 1], got {oom_ratio}")
         bad = {v: mb for v, mb in limits_mb.items() if not (math.isfinite(mb) and mb > 0)}
@@ -27,7 +32,9 @@ class MemoryWatch:
             raise ValueError(f"memory limits must be positive MB, got {bad}")
         self._limits = {v: mb * MB for v, mb in limits_mb.items()}
         self.oom_ratio = oom_ratio
-        self._last: dict[str, float] = {}  # version -> last ratio of the running process
+        self._clock = clock
+        # version -> the last two (time, ratio) readings of the running process, oldest first
+        self._last: dict[str, list[tuple[float, float]]] = {}
         self._ooms: dict[str, float] = dict.fromkeys(self._limits, 0.0)
 
     def limit_bytes(self, version: str) -> float | None:
@@ -39,20 +46,32 @@ class MemoryWatch:
         if limit is None or resident_bytes is None or not math.isfinite(resident_bytes) or resident_bytes < 0:
             return None
         ratio = resident_bytes / limit
-        self._last[version] = ratio
+        readings = self._last.setdefault(version, [])
+        readings.append((self._clock(), ratio))
+        del readings[:-2]
         return ratio
 
     def exited(self, version: str, how: str) -> bool:
         """The version's process went away (`how`: for the log). True when it counts as an OOM."""
-        last = self._last.pop(version, None)  # one exit is counted once, however it is noticed afterwards
-        if last is None or last < self.oom_ratio:
+        readings = self._last.pop(version, None)  # one exit is counted once, however it is noticed afterwards
+        if not readings:
+            return False
+        last = readings[-1][1]
+        projected = last
+        if len(readings) == 2:
+            (t0, r0), (t1, r1) = readings
+            if t1 > t0 and r1 > r0:
+                projected = r1 + (r1 - r0) / (t1 - t0) * max(self._clock() - t1, 0.0)
+        if last < self.oom_ratio and projected < 1.0:
             return False
         self._ooms[version] += 1
         log.error(
-            "version %s %s with its last memory reading at %.1f%% of its limit (>= %.0f%%): counted as an OOM",
+            "version %s %s with its last memory reading at %.1f%% of its limit (%.1f%% projected at the exit, "
+            "limit for an OOM %.0f%% read or 100%% projected): counted as an OOM",
             version,
             how,
             last * 100,
+            projected * 100,
             self.oom_ratio * 100,
         )
         return True

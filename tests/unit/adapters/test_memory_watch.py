@@ -81,23 +81,54 @@ _EVENTS = st.lists(
 
 @settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "200")), deadline=None)
 @given(events=_EVENTS, oom_ratio=st.floats(min_value=0.05, max_value=1.0))
-def test_ooms_are_exactly_the_exits_whose_last_reading_was_near_the_limit(
+def test_ooms_are_exactly_the_exits_whose_last_reading_or_trend_reached_the_limit(
     events: list[float | str | None], oom_ratio: float
 ) -> None:
-    watch = MemoryWatch({"v2": LIMIT_MB}, oom_ratio)
-    expected, last = 0, None
+    now = [0.0]
+    watch = MemoryWatch({"v2": LIMIT_MB}, oom_ratio, clock=lambda: now[0])
+    expected = 0
+    readings: list[tuple[float, float]] = []  # the model: the last two (time, ratio) readings
     for event in events:
+        now[0] += 1.0  # one sampling interval per event
         if isinstance(event, str):
             counted = watch.exited("v2", event)
-            assert counted == (last is not None and last >= oom_ratio)
+            projected = readings[-1][1] if readings else 0.0
+            if len(readings) == 2 and readings[1][1] > readings[0][1]:
+                (t0, r0), (t1, r1) = readings
+                projected = r1 + (r1 - r0) / (t1 - t0) * (now[0] - t1)
+            assert counted == bool(readings and (readings[-1][1] >= oom_ratio or projected >= 1.0))
             expected += counted
-            last = None
+            readings = []
         elif event is not None:
-            last = watch.reading("v2", event * MB)
-            assert last == pytest.approx(event / LIMIT_MB)
+            ratio = watch.reading("v2", event * MB)
+            assert ratio == pytest.approx(event / LIMIT_MB)
+            readings = [*readings, (now[0], event * MB / (LIMIT_MB * MB))][-2:]
         else:
             assert watch.reading("v2", None) is None
     assert watch.oom_count("v2") == expected
+
+
+def test_a_leak_that_reaches_the_limit_between_readings_is_an_oom() -> None:
+    # A leaking server misses a scrape while it allocates: its last reading is below the ratio, but the trend
+    # carried on to the moment its exit is noticed crosses the limit.
+    now = [0.0]
+    watch = MemoryWatch({"v2": 100.0}, 0.9, clock=lambda: now[0])
+    watch.reading("v2", 60 * MB)
+    now[0] = 1.0
+    watch.reading("v2", 75 * MB)
+    now[0] = 3.0  # a missed reading, then the exit
+    assert watch.exited("v2", "stopped answering")
+    assert watch.oom_count("v2") == 1
+
+
+def test_a_crash_with_flat_memory_below_the_ratio_is_not_an_oom() -> None:
+    now = [0.0]
+    watch = MemoryWatch({"v2": 100.0}, 0.9, clock=lambda: now[0])
+    watch.reading("v2", 60 * MB)
+    now[0] = 1.0
+    watch.reading("v2", 60 * MB)
+    now[0] = 30.0
+    assert not watch.exited("v2", "stopped answering")
 
 
 @dataclass
