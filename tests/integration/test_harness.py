@@ -67,6 +67,11 @@ def _group_gone(pgid: int) -> bool:
 # -- small pieces ---------------------------------------------------------------------------------------------
 
 
+def test_free_ports_lie_below_the_ephemeral_range_so_no_outgoing_connection_takes_them() -> None:
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    assert all(port < low for port in free_ports(20))
+
+
 def test_free_ports_are_distinct_and_bindable() -> None:
     ports = free_ports(5)
     assert len(set(ports)) == 5
