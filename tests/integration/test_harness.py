@@ -68,7 +68,7 @@ def _group_gone(pgid: int) -> bool:
 
 
 def test_free_ports_lie_below_the_ephemeral_range_so_no_outgoing_connection_takes_them() -> None:
-    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     assert all(port < low for port in free_ports(20))
 
 
