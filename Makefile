@@ -37,10 +37,12 @@ test: install system-deps lint
 
 BENCHES := failover rules detect rollback webhook fleet resync stream
 
-# Each benchmark prints one JSON object as its last line and writes bench/results/<name>.json.
+# Each benchmark prints one JSON object as its last line and writes bench/results/<name>.json; then the table in
+# docs/performance.md is regenerated from them.
 bench: install system-deps
 	@set -e; for b in $(BENCHES); do echo "== bench/$$b"; $(PY) bench/$$b.py; done
 	@echo "results: bench/results/*.json"
+	$(PY) bench/performance_table.py
 
 # The adversarial proof run (docs/chaos.md); bench/results/chaos.json; fails when any check fails.
 chaos: install

@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+# cryptography (its Rust extension with a static OpenSSL) is imported only when an Ed25519 key is used: most
+# agents sign with HMAC or not at all, and it would cost every one of them its import-time memory.
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 SIGNING_CONTEXT = b"rollback-agent/audit-record/v1\n"
 HMAC_SHA256 = "hmac-sha256"
@@ -88,6 +89,8 @@ class Ed25519VerifyKey:
         return cls(public, key_id or derived_key_id(ED25519, _raw_public(public)))
 
     def verify(self, record_hash: bytes, signature: bytes) -> bool:
+        from cryptography.exceptions import InvalidSignature
+
         try:
             self.public.verify(signature, SIGNING_CONTEXT + record_hash)
         except InvalidSignature:
@@ -116,4 +119,6 @@ class Ed25519Signer:
 
 
 def _raw_public(public: Ed25519PublicKey) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
     return public.public_bytes(Encoding.Raw, PublicFormat.Raw)

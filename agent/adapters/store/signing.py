@@ -4,10 +4,7 @@ checks signatures with. Every error names the file and what is wrong with it; a 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
+from typing import TYPE_CHECKING, Literal
 
 from agent.domain.audit_signing import (
     MIN_HMAC_KEY_BYTES,
@@ -17,6 +14,9 @@ from agent.domain.audit_signing import (
     RecordSigner,
     SignatureKey,
 )
+
+if TYPE_CHECKING:  # imported where a PEM key is read: see agent.domain.audit_signing
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 SigningMode = Literal["none", "hmac", "ed25519"]
 _MAX_KEY_FILE_BYTES = 64 * 1024
@@ -70,6 +70,9 @@ def load_verify_key(path: Path, key_id: str | None = None) -> SignatureKey:
     secret. `key_id` defaults to the key's fingerprint id (the agent's default when `key_id` is not configured)."""
     data = _read(path)
     if data.lstrip().startswith(b"-----BEGIN"):
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
         if b"PRIVATE KEY" in data:
             private = _private_key(path, data)
             if private is None:
@@ -90,6 +93,9 @@ def load_verify_key(path: Path, key_id: str | None = None) -> SignatureKey:
 
 
 def _private_key(path: Path, data: bytes) -> Ed25519PrivateKey | None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
     try:
         private = load_pem_private_key(data, password=None)
     except (ValueError, TypeError):
