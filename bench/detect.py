@@ -671,7 +671,9 @@ def analyse(
     for run in every_run:
         run.first_5xx_at = first_5xx_after(results, run)
         back = results.first_time_all_from(STABLE, run.injected_at, until=run.until, ok_only=True)
-        run.recovered_at = back if back is not None else math.nan
+        # A run the agent did not roll back (the bench moved v2 off by hand at the timeout) is not recovered.
+        rolled_back = not math.isnan(run.status_at)
+        run.recovered_at = back if back is not None and rolled_back else math.nan
     runs = [r for r in every_run if r.scenario == MAIN]
 
     def deltas(a: str, b: str, scale: float = 1.0) -> list[float]:
