@@ -456,7 +456,10 @@ class Bench:
     def fault_label(self, scenario: str) -> str:
         if scenario == "latency_p99_x5":
             healthy = percentile(self.healthy_p99_ms, 0.5)
-            return f"latency_ms = 4 x the candidate's healthy p99 (p50 over runs {healthy:.1f} ms)"
+            return (
+                f"latency_ms = max(4 x the candidate's healthy p99 (p50 over runs {healthy:.1f} ms), "
+                f"2 x the SLA {self.stack.latency_sla_ms:g} ms)"
+            )
         return json.dumps(self.fault_of(scenario))
 
     def fault_of(self, scenario: str) -> dict[str, Any]:
@@ -469,7 +472,10 @@ class Bench:
         healthy = [r.latency_s for r in self.generator.results.records(since) if r.version == CANDIDATE and r.ok]
         p99_ms = percentile(healthy, 0.99) * 1000.0
         self.healthy_p99_ms.append(p99_ms)
-        return {"latency_ms": round(4 * p99_ms, 1)}
+        # The p99 rules judge against an absolute SLA: on a quiet machine 5x a few ms stays under it (and correctly
+        # is no breach), so the added latency is at least 2x the SLA: the resulting p99 is >= 5x healthy AND >= 3x
+        # the SLA.
+        return {"latency_ms": round(max(4 * p99_ms, 2 * self.stack.latency_sla_ms), 1)}
 
     async def collect_audit(self, run: Run, seq: int) -> None:
         """Wait for the final Rollback record (written after the verification window) and take its timings."""
