@@ -163,27 +163,16 @@ def history_at(
         if record_at > at:
             continue
         change = record.traffic_changed
-        if change.outcome == ACKED:
+        if change.outcome in (ACKED, INTERRUPTED):
+            # An interrupted change: the agent stopped between the intent and its outcome; from its restart it
+            # served the intended split.
+            source = "traffic change" if change.outcome == ACKED else "reconciled at the agent's restart"
             state = _state(
                 at,
                 weights_of(change.to_policy),
                 revision=change.to_policy.revision,
                 since=record_at,
-                source=f"traffic change, record {record.seq}",
-                seq=record.seq,
-                actor=record.actor,
-                reason=change.to_policy.reason,
-                uncertain="",
-                registry=registry,
-            )
-        elif change.outcome == INTERRUPTED:
-            # The agent stopped between the intent and its outcome; from its restart it served the intended split.
-            state = _state(
-                at,
-                weights_of(change.to_policy),
-                revision=change.to_policy.revision,
-                since=record_at,
-                source=f"reconciled at the agent's restart, record {record.seq}",
+                source=f"{source}, record {record.seq}",
                 seq=record.seq,
                 actor=record.actor,
                 reason=change.to_policy.reason,
