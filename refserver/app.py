@@ -44,7 +44,7 @@ from prometheus_client import (
 from model_metrics import ModelMetrics
 from refserver import dataset, outcomes, protocol
 from refserver.faults import FaultError, FaultInjector, Faults
-from refserver.memory import MemoryLeak, MemoryLimitError, apply_memory_limit, exit_out_of_memory
+from refserver.memory import MemoryLeak, MemoryLimitError, apply_memory_limit, exit_out_of_memory, over_limit
 from refserver.model import LinearModel, train
 
 log = logging.getLogger(__name__)
@@ -192,6 +192,9 @@ class ModelServer:
                     self._leak.leak(rate * 1024 * 1024 * (now - last))
                 except MemoryError:
                     exit_out_of_memory(f"leak fault, {self._leak.leaked_bytes / 2**20:.0f} MB leaked")
+                limit = self.config.memory_limit_mb
+                if limit is not None and over_limit(limit):
+                    exit_out_of_memory(f"leak fault, resident memory at the {limit:g} MB limit")
             last = now
 
     async def _load_logged(self) -> None:

@@ -5,6 +5,9 @@ resident memory, and a Python process with numpy and scikit-learn maps far more 
 is set to the current address space plus the headroom left under `mb` of resident memory. Memory the leak
 allocates and touches grows both by the same amount, so the allocation that would take resident memory past
 about `mb` fails with MemoryError, and the server then exits with 137, as a container killed by the OOM killer.
+The address space also grows for reasons of its own (thread stacks, allocator arenas), so the cap keeps some slack
+and `over_limit` checks resident memory itself, as a cgroup's memory.max does: the leak fault exits with 137 when
+resident memory reaches the limit, whichever comes first.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ log = logging.getLogger(__name__)
 MB: Final = 1024 * 1024
 OOM_EXIT_CODE: Final = 137  # what a container killed by the kernel's OOM killer exits with (128 + SIGKILL)
 _STATUS: Final = Path("/proc/self/status")
+ADDRESS_SPACE_SLACK: Final = 256 * MB  # address space that is not resident memory (stacks, arenas) grows too
 
 
 class MemoryLimitError(ValueError):
@@ -48,13 +52,19 @@ def apply_memory_limit(limit_mb: float) -> int:
             raise MemoryLimitError(
                 f"--memory-limit-mb {limit_mb:g} is below the {resident_kb / 1024:.0f} MB the server already uses"
             )
-        cap = address_space_kb * 1024 + headroom
+        cap = address_space_kb * 1024 + headroom + ADDRESS_SPACE_SLACK
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     if hard != resource.RLIM_INFINITY:
         cap = min(cap, hard)
     resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
     log.info("memory limit %g MB (RLIMIT_AS %d MB)", limit_mb, cap // MB)
     return cap
+
+
+def over_limit(limit_mb: float) -> bool:
+    """Resident memory at or above the limit (what a cgroup's OOM killer acts on)."""
+    resident_kb = _status_kb("VmRSS")
+    return resident_kb is not None and resident_kb * 1024 >= limit_mb * MB
 
 
 def exit_out_of_memory(what: str) -> None:
