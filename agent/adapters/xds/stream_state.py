@@ -3,7 +3,7 @@
 Pure: it takes requests as plain values and a snapshot, and says which responses are due. No gRPC, no clock of
 its own (times are passed in), so every protocol rule is unit-tested with request sequences.
 
-Rules (Envoy's xds_protocol; shared/notes/xds-protocol.md):
+Rules (from Envoy's xDS protocol documentation, "xDS REST and gRPC protocol"):
 - a request with an empty or unknown nonce opens (or re-opens, after a reconnect) a subscription: answer it with the
   current state;
 - a request whose nonce is not the last one sent on that type is stale: ignore it entirely;

@@ -144,12 +144,14 @@ class FakeVerifier:
         self.calls: list[tuple[str, float]] = []
         self.watch_s = 0.0  # how long the fake watches (the real one watches the window)
         self.release: asyncio.Event | None = None  # set: the verification waits for it
+        self.returned = 0  # verifications finished (the procedure goes on at once, in the same task)
 
     async def verify(self, version: str, window_s: float) -> VerificationResult:
         self.calls.append((version, window_s))
         await asyncio.sleep(self.watch_s)
         if self.release is not None:
             await self.release.wait()
+        self.returned += 1
         return self.results.get(version, VerificationResult(True, f"{version} within its baseline"))
 
 
@@ -633,8 +635,9 @@ async def test_slow_archive_does_not_delay_the_switch(rig: Rig):
     # It captures only once the switch is over: capturing competes with the switch (CPU, Envoy's main thread).
     assert rig.archiver.called_at[0] > switch_acked
     assert rig.archiver.finished_at is None, "the switch did not wait for the archive"
-    # The rest of the procedure waits for the archive before writing the record.
-    await asyncio.sleep(0.05)
+    # The rest of the procedure waits for the archive before writing the record: once verification returned, the
+    # procedure is parked on the archive (nothing else runs in its task in between).
+    await async_wait_until(lambda: rig.verifier.returned, 5, what="the verification to finish")
     assert await rig.rollbacks() == []
     rig.archiver.release.set()
     [audit] = await rig.wait_rollbacks(1)

@@ -5,9 +5,11 @@ from pathlib import Path
 
 from agent.adapters.store.sqlite_store import SqliteStateStore
 from agent.engine.rules_watch import RulesWatcher
+from agent.pb.rollback_agent.v1 import audit_pb2
 from agent.telemetry import AgentMetrics
 from agent.triggers.engine import RuleEngine
 from agent.triggers.ruleset import load_rule_set
+from harness.wait import async_wait_until
 
 GOOD = """
 rules:
@@ -33,15 +35,28 @@ def value(metrics: AgentMetrics, name: str, **labels: str) -> float | None:
     return metrics.registry.get_sample_value(name, labels)
 
 
-async def test_good_reload_swaps_and_broken_reload_keeps_the_last_good_rules(tmp_path: Path):
+async def watched(tmp_path: Path, text: str, interval_s: float = 2.0):
+    """A rules file holding `text`, its engine, a store, metrics and a watcher over them."""
     rules_file = tmp_path / "rules.yaml"
-    rules_file.write_text(GOOD)
+    rules_file.write_text(text)
     engine = RuleEngine(load_rule_set(rules_file, "critical"))
     store = await SqliteStateStore.open(tmp_path / "state.db")
     metrics = AgentMetrics("m")
     watcher = RulesWatcher(
-        path=rules_file, tier="critical", tiers_dir=None, engine=engine, store=store, metrics=metrics, model="m"
+        path=rules_file,
+        tier="critical",
+        tiers_dir=None,
+        engine=engine,
+        store=store,
+        metrics=metrics,
+        model="m",
+        interval_s=interval_s,
     )
+    return rules_file, engine, store, metrics, watcher
+
+
+async def test_good_reload_swaps_and_broken_reload_keeps_the_last_good_rules(tmp_path: Path):
+    rules_file, engine, store, metrics, watcher = await watched(tmp_path, GOOD)
 
     rules_file.write_text(TWO)
     assert await watcher.reload()
@@ -62,19 +77,7 @@ async def test_good_reload_swaps_and_broken_reload_keeps_the_last_good_rules(tmp
 
 
 async def test_watcher_notices_a_changed_file(tmp_path: Path):
-    rules_file = tmp_path / "rules.yaml"
-    rules_file.write_text(GOOD)
-    engine = RuleEngine(load_rule_set(rules_file, "critical"))
-    store = await SqliteStateStore.open(tmp_path / "state.db")
-    watcher = RulesWatcher(
-        path=rules_file,
-        tier="critical",
-        tiers_dir=None,
-        engine=engine,
-        store=store,
-        metrics=AgentMetrics("m"),
-        model="m",
-    )
+    rules_file, _engine, store, _metrics, watcher = await watched(tmp_path, GOOD)
     assert watcher._stamp() == watcher._seen
     # A ConfigMap update replaces the file (new inode) rather than editing it in place.
     replacement = tmp_path / "rules.yaml.new"
@@ -101,30 +104,8 @@ def replace_file(path: Path, text: str) -> None:
     fresh.replace(path)
 
 
-async def wait_until(condition, timeout_s: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        assert loop.time() < deadline, "timed out"
-        await asyncio.sleep(0.01)
-
-
 async def test_running_watcher_keeps_the_last_good_rules_through_deep_and_alias_bomb_files(tmp_path: Path):
-    rules_file = tmp_path / "rules.yaml"
-    rules_file.write_text(TWO)
-    engine = RuleEngine(load_rule_set(rules_file, "critical"))
-    store = await SqliteStateStore.open(tmp_path / "state.db")
-    metrics = AgentMetrics("m")
-    watcher = RulesWatcher(
-        path=rules_file,
-        tier="critical",
-        tiers_dir=None,
-        engine=engine,
-        store=store,
-        metrics=metrics,
-        model="m",
-        interval_s=0.01,
-    )
+    rules_file, engine, store, metrics, watcher = await watched(tmp_path, TWO, interval_s=0.01)
     task = asyncio.create_task(watcher.run())
 
     def failed() -> float:
@@ -132,25 +113,29 @@ async def test_running_watcher_keeps_the_last_good_rules_through_deep_and_alias_
 
     try:
         replace_file(rules_file, DEEP)
-        await wait_until(lambda: failed() == 1)
+        await async_wait_until(lambda: failed() == 1, 10, what="reload refused (failed() == 1)")
         assert f"{rules_file}:4: nested deeper than 64 levels" in watcher.last_error
 
         replace_file(rules_file, ALIAS_BOMB)
-        await wait_until(lambda: failed() == 2)
+        await async_wait_until(lambda: failed() == 2, 10, what="reload refused (failed() == 2)")
         assert "takes the document past 100000 nodes" in watcher.last_error
 
         rules_file.unlink()  # a file that disappears is a refused reload too
-        await wait_until(lambda: failed() == 3)
+        await async_wait_until(lambda: failed() == 3, 10, what="reload refused (failed() == 3)")
         assert "cannot read rule file" in watcher.last_error
 
         assert not task.done()
         assert [r.name for r in engine.rule_set.rules] == ["error-rate", "crash"]
         replace_file(rules_file, GOOD)
-        await wait_until(lambda: watcher.last_error == "" and len(engine.rule_set.rules) == 1)
-        deadline = asyncio.get_running_loop().time() + 10
-        while len(records := await store.records()) < 4:  # the audit record follows the swap
-            assert asyncio.get_running_loop().time() < deadline, "timed out"
-            await asyncio.sleep(0.01)
+        await async_wait_until(
+            lambda: watcher.last_error == "" and len(engine.rule_set.rules) == 1, 10, what="the good file accepted"
+        )
+
+        async def four_records() -> list[audit_pb2.AuditRecord] | None:
+            found = await store.records()  # the audit record follows the swap
+            return found if len(found) >= 4 else None
+
+        records = await async_wait_until(four_records, 10, what="four RulesReloaded records")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -160,14 +145,7 @@ async def test_running_watcher_keeps_the_last_good_rules_through_deep_and_alias_
 
 
 async def test_any_loader_failure_is_a_refused_reload(tmp_path: Path, monkeypatch):
-    rules_file = tmp_path / "rules.yaml"
-    rules_file.write_text(GOOD)
-    engine = RuleEngine(load_rule_set(rules_file, "critical"))
-    store = await SqliteStateStore.open(tmp_path / "state.db")
-    metrics = AgentMetrics("m")
-    watcher = RulesWatcher(
-        path=rules_file, tier="critical", tiers_dir=None, engine=engine, store=store, metrics=metrics, model="m"
-    )
+    _rules_file, engine, store, metrics, watcher = await watched(tmp_path, GOOD)
 
     def explode(*args: object) -> None:
         raise RecursionError("maximum recursion depth exceeded")
@@ -183,19 +161,7 @@ async def test_any_loader_failure_is_a_refused_reload(tmp_path: Path, monkeypatc
 
 
 async def test_a_directory_in_place_of_the_file_is_a_refused_reload(tmp_path: Path):
-    rules_file = tmp_path / "rules.yaml"
-    rules_file.write_text(GOOD)
-    engine = RuleEngine(load_rule_set(rules_file, "critical"))
-    store = await SqliteStateStore.open(tmp_path / "state.db")
-    watcher = RulesWatcher(
-        path=rules_file,
-        tier="critical",
-        tiers_dir=None,
-        engine=engine,
-        store=store,
-        metrics=AgentMetrics("m"),
-        model="m",
-    )
+    rules_file, engine, store, _metrics, watcher = await watched(tmp_path, GOOD)
     rules_file.unlink()
     rules_file.mkdir()
     assert not await watcher.reload()
