@@ -12,7 +12,7 @@ from pydantic import Field
 
 from agent.domain.signals import Window
 from agent.triggers.context import VersionContext
-from agent.triggers.kinds.sequential import SequentialRule, alternative, window_counts
+from agent.triggers.kinds.sequential import SequentialRule, null_rates, window_counts
 from agent.triggers.kinds.traffic import ERRORS, REQUESTS, TrafficSource
 from agent.triggers.units import Ratio
 from agent.triggers.verdict import Verdict
@@ -42,5 +42,5 @@ class ErrorRateSequentialRule(SequentialRule):
 
         counts = window_counts(ctx, self.window, ("errors", self.source), measure)
         # While firing, the whole test moves to the clear threshold: clearing needs evidence of a rate below it.
-        p0 = self.limit(self.max_rate, firing)
-        return self.sequential_verdict(ctx, counts, p0, alternative(p0, self.effect), "error rate", "failed", firing)
+        null = null_rates(self, self.limit(self.max_rate, firing), ctx, stable, ("errors", self.source), measure)
+        return self.sequential_verdict(ctx, counts, null, "error rate", "failed", firing)

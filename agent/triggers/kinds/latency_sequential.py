@@ -14,7 +14,7 @@ from pydantic import Field
 
 from agent.domain.signals import Window
 from agent.triggers.context import VersionContext
-from agent.triggers.kinds.sequential import SequentialRule, alternative, window_counts
+from agent.triggers.kinds.sequential import SequentialRule, null_rates, window_counts
 from agent.triggers.kinds.traffic import LATENCY, LATENCY_UNIT_MS, TrafficSource
 from agent.triggers.verdict import Verdict
 
@@ -57,13 +57,12 @@ class LatencySequentialRule(SequentialRule):
             return total, total * (observed.fraction_above(limit_ms / scale) or 0.0)
 
         counts = window_counts(ctx, self.window, ("slow", signal, limit_ms), measure)
-        p0 = 1.0 - self.quantile
+        null = null_rates(self, 1.0 - self.quantile, ctx, stable, ("slow", signal, limit_ms), measure)
         slower = f"slower than {limit_ms:g} ms"
         return self.sequential_verdict(
             ctx,
             counts,
-            p0,
-            alternative(p0, self.effect),
+            null,
             f"share of requests {slower} (p{self.quantile * 100:g} at the SLA{self.limit_note(firing)})",
             slower,
             firing=False,  # the clear threshold is already in the SLA above, not in the rate

@@ -8,6 +8,14 @@ point; here the change points are a geometric grid of windows ending now (lookba
 false-alarm guarantee carries over, and a change is caught from a window at least half as long as the faulty stretch.
 
 The test alarms when the statistic reaches ln(1/alpha) on a window holding at least the rule's minimum requests.
+
+With `versus_stable`, H0's rate for each change-point window is the larger of the threshold and the stable
+version's own rate (x `factor` + `margin`) over the same stretch of time: the candidate is rolled back only when it
+is both above the threshold and worse than stable, so a fault that hits every version (a failing feature store, a
+network fault) is not blamed on the candidate, where a rollback would not help. Stable's rate is taken as known (a
+plug-in estimate; it carries most of the traffic), from the shortest stable window at least as long as the
+candidate's that holds `min_requests` of stable's own; with none, the threshold alone decides, and the verdict says
+so. Comparing with stable never loosens the threshold.
 Counts are window deltas of the history's counters and latency histogram, so it reads samples of any rate: one-second
 Envoy stats or per-request stream samples alike.
 """
@@ -19,13 +27,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from agent.domain.signals import Window
 from agent.triggers.context import VersionContext
 from agent.triggers.kinds.error_rate import RequestEvidence
 from agent.triggers.rule import RuleBase
-from agent.triggers.units import PositiveDuration, format_duration
+from agent.triggers.units import PositiveDuration, Ratio, format_duration
 from agent.triggers.verdict import Verdict
 
 SHORTEST_S: Final = 0.25  # the shortest change-point window (stream samples can be finer than the 1 s tick)
@@ -62,14 +70,17 @@ def log_likelihood_ratio(events: float, trials: float, p0: float, p1: float) -> 
     return events * math.log(p1 / p0) + (trials - events) * math.log((1.0 - p1) / (1.0 - p0))
 
 
-def strongest(counts: tuple[Counts, ...], p0: float, p1: float, min_trials: float) -> tuple[float, Counts | None]:
+def strongest(
+    counts: tuple[Counts, ...], null: NullRates, effect: float, min_trials: float
+) -> tuple[float, Counts | None]:
     """The largest log-likelihood ratio among windows with at least min_trials trials, and its window."""
     best: Counts | None = None
     statistic = -math.inf
     for c in counts:
         if c.trials < min_trials or c.trials <= 0:
             continue
-        ratio = log_likelihood_ratio(c.events, c.trials, p0, p1)
+        p0 = null.rate(c.window_s)
+        ratio = log_likelihood_ratio(c.events, c.trials, p0, alternative(p0, effect))
         if ratio > statistic:
             statistic, best = ratio, c
     return statistic, best
@@ -93,6 +104,78 @@ def window_counts(ctx: VersionContext, lookback_s: float, key: object, measure: 
     return ctx.cached(("sequential", key, lookback_s), compute)
 
 
+class StableComparison(BaseModel):
+    """H0's rate from the stable version: max(threshold, stable's rate x factor + margin) over the same lookback."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    factor: float = Field(default=1.0, ge=1, le=100)
+    margin: Ratio = Field(default=0.01, ge=0, lt=1)
+    min_requests: int = Field(default=200, ge=1)  # stable's own requests in the lookback before it is used
+
+
+@dataclass(frozen=True, slots=True)
+class NullRates:
+    """H0's rate per change-point window: the threshold, or with a stable comparison the larger of it and stable's
+    rate over the same stretch of time."""
+
+    threshold: float
+    comparison: StableComparison | None = None
+    stable_version: str = ""
+    stable_counts: tuple[Counts, ...] = ()  # stable's change-point windows, longest first
+
+    def stable_rate(self, window_s: float) -> Counts | None:
+        """Stable's counts over the shortest of its windows at least `window_s` long with enough requests."""
+        if self.comparison is None:
+            return None
+        found = None
+        for counts in self.stable_counts:  # longest first: the last qualifying one is the shortest
+            if counts.window_s >= window_s and counts.trials >= self.comparison.min_requests:
+                found = counts
+        return found
+
+    def rate(self, window_s: float) -> float:
+        stable = self.stable_rate(window_s)
+        if stable is None or self.comparison is None:
+            return self.threshold
+        derived = stable.events / stable.trials * self.comparison.factor + self.comparison.margin
+        return max(self.threshold, min(derived, 0.99))
+
+    def note(self, window_s: float) -> str:
+        """What the verdict says of the comparison for the deciding window ("" without one)."""
+        if self.comparison is None:
+            return ""
+        stable = self.stable_rate(window_s)
+        if stable is None:
+            return (
+                f" (stable {self.stable_version}: under {self.comparison.min_requests:,} requests to compare with, "
+                "threshold alone)"
+            )
+        span = format_duration(round(stable.span_s, 3))
+        note = f" (stable {self.stable_version} {stable.events / stable.trials:.2%} over {span}"
+        if self.comparison.factor != 1.0:
+            note += f" x {self.comparison.factor:g}"
+        note += f" + {self.comparison.margin:.2%} margin"
+        return note + (", below the threshold)" if self.rate(window_s) <= self.threshold else ")")
+
+
+def null_rates(
+    rule: SequentialRule,
+    threshold: float,
+    ctx: VersionContext,
+    stable: VersionContext | None,
+    key: object,
+    measure: Measure,
+) -> NullRates:
+    """The threshold, with stable's windows when the rule compares with stable (and this is not stable itself)."""
+    comparison = rule.versus_stable
+    if comparison is None:
+        return NullRates(threshold)
+    if stable is None or stable.version == ctx.version:
+        return NullRates(threshold, comparison, stable.version if stable is not None else "")
+    return NullRates(threshold, comparison, stable.version, window_counts(stable, rule.window, key, measure))
+
+
 class SequentialRule(RuleBase):
     """Fields and verdict shared by the sequential kinds. `window` is the lookback: the oldest change point."""
 
@@ -100,6 +183,7 @@ class SequentialRule(RuleBase):
     alpha: float = Field(default=1e-5, gt=0, lt=0.5)  # false-alarm bound: the test's bound is ln(1/alpha)
     effect: float = Field(default=2.0, gt=1, le=100)  # H1: the threshold rate x effect
     min_evidence: RequestEvidence = RequestEvidence(requests=40, coverage=0.1)
+    versus_stable: StableComparison | None = None  # also compare with the stable version (see the module doc)
 
     @property
     def window_s(self) -> float:
@@ -113,8 +197,7 @@ class SequentialRule(RuleBase):
         self,
         ctx: VersionContext,
         counts: tuple[Counts, ...],
-        p0: float,
-        p1: float,
+        null: NullRates,
         hypothesis: str,
         outcome: str,
         firing: bool,
@@ -127,7 +210,7 @@ class SequentialRule(RuleBase):
         minimum = self.min_evidence.requests
         if not counts:
             return self.insufficient(ctx, "no samples in the last {}", (format_duration(self.window),), unit="requests")
-        statistic, best = strongest(counts, p0, p1, max(minimum, 1))
+        statistic, best = strongest(counts, null, self.effect, max(minimum, 1))
         bound = self.bound
         breached = best is not None and statistic >= bound
         if not breached:
@@ -145,6 +228,7 @@ class SequentialRule(RuleBase):
             if isinstance(covered, Verdict):
                 return covered
         assert best is not None  # not breached: the lookback has the minimum requests, so some window qualifies
+        p0 = null.rate(best.window_s)
         return self.judged(
             ctx,
             breached,
@@ -156,10 +240,10 @@ class SequentialRule(RuleBase):
                 ">=" if breached else "<",
                 bound,
                 self.alpha,
-                hypothesis,
+                hypothesis + null.note(best.window_s),
                 p0,
                 self.limit_note(firing),
-                p1,
+                alternative(p0, self.effect),
                 best.events,
                 best.trials,
                 outcome,

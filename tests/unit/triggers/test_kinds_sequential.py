@@ -153,3 +153,70 @@ def test_no_breach_without_the_minimum_requests_in_the_deciding_window(
             assert verdict.value is not None and verdict.value >= math.log(1 / rule.alpha)  # type: ignore[attr-defined]
         else:
             assert verdict.status in (VerdictStatus.OK, VerdictStatus.INSUFFICIENT_EVIDENCE)
+
+
+def faulty_pair(candidate_ratio: float, stable_ratio: float, rps: float = 100) -> tuple[Stream, Stream]:
+    """60 s of healthy traffic on both, then 3 s at the given error ratios."""
+    candidate, stable = healthy(rps=rps), healthy(rps=rps)
+    for stream, ratio in ((candidate, candidate_ratio), (stable, stable_ratio)):
+        stream.run(3, inc=traffic(rps, ratio))
+    return candidate, stable
+
+
+def test_versus_stable_a_fault_on_every_version_is_not_blamed_on_the_candidate() -> None:
+    """A shared fault (both at 30 %) breaches the threshold-only test but not the one compared with stable; a
+    candidate worse than stable still breaches, and the verdict names stable's rate."""
+    plain = make_rule("error_rate_sequential", "critical")
+    versus = make_rule("error_rate_sequential", "critical", versus_stable={"margin": 0.02})
+    candidate, stable = faulty_pair(0.3, 0.3)
+    assert judge(plain, candidate, stable=stable).breached
+    shared = judge(versus, candidate, stable=stable)
+    assert shared.status is VerdictStatus.OK
+    assert "(stable v1 " in shared.reason and "+ 2.00% margin)" in shared.reason
+
+    candidate, stable = faulty_pair(0.6, 0.05)
+    worse = judge(versus, candidate, stable=stable)
+    assert worse.breached
+    assert "H0 error rate (stable v1 " in worse.reason
+
+
+def test_versus_stable_never_loosens_the_threshold_and_needs_stable_evidence() -> None:
+    versus = make_rule("error_rate_sequential", "critical", versus_stable={"min_requests": 200})
+    # stable healthy (1 %): H0 stays at the 5 % threshold, a 50 % candidate breaches as without the comparison
+    candidate, stable = faulty_pair(0.5, 0.01)
+    verdict = judge(versus, candidate, stable=stable)
+    assert verdict.breached and "below the threshold)" in verdict.reason
+    # stable with too few requests of its own: the threshold alone decides, and the verdict says so
+    sparse = Stream()
+    sparse.run(60, inc=traffic(1, 0.5))
+    verdict = judge(versus, candidate, stable=sparse)
+    assert verdict.breached
+    assert "(stable v1: under 200 requests to compare with, threshold alone)" in verdict.reason
+    # no stable history at all: the same
+    assert judge(versus, candidate).breached
+
+
+def test_versus_stable_for_latency_compares_the_share_slower_than_the_sla() -> None:
+    rule = make_rule("latency_p99_sequential", "critical", sla_ms=250, versus_stable={"margin": 0.01})
+    plain = make_rule("latency_p99_sequential", "critical", sla_ms=250)
+    candidate, stable = (Stream().histogram(Signal.ENVOY_RQ_TIME_MS, LATENCY_MS_BOUNDS) for _ in range(2))
+    for _ in range(60):
+        for stream in (candidate, stable):
+            stream.step(1.0, inc=traffic(100), observe={Signal.ENVOY_RQ_TIME_MS: [60.0] * 99 + [120.0]})
+    # a slow shared dependency: 20 % of requests above the SLA on both versions for 3 s
+    for _ in range(3):
+        for stream in (candidate, stable):
+            stream.step(1.0, inc=traffic(100), observe={Signal.ENVOY_RQ_TIME_MS: [60.0] * 80 + [300.0] * 20})
+    assert judge(plain, candidate, stable=stable).breached
+    assert not judge(rule, candidate, stable=stable).breached
+    # the candidate alone slow: breach
+    candidate.step(1.0, inc=traffic(100), observe={Signal.ENVOY_RQ_TIME_MS: [300.0] * 90 + [60.0] * 10})
+    stable.step(1.0, inc=traffic(100), observe={Signal.ENVOY_RQ_TIME_MS: [60.0] * 100})
+    assert judge(rule, candidate, stable=stable).breached
+
+
+def test_versus_stable_fields_are_validated() -> None:
+    with pytest.raises(Exception, match="factor"):
+        make_rule("error_rate_sequential", versus_stable={"factor": 0.5})
+    with pytest.raises(Exception, match="surprise"):
+        make_rule("error_rate_sequential", versus_stable={"surprise": 1})
