@@ -1,0 +1,1 @@
+"""Outgoing notifications: decisions on record, told to webhook receivers (docs/notifications.md)."""
