@@ -40,6 +40,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 def run_fleet(args: argparse.Namespace) -> int:
     try:
+        if getattr(args, "json", False):
+            raise ConfigError("--json reads one pod's state; with --fleet-dsn use `report --format json`")
         if args.command == "audit" and (args.anchor or args.min_seq):
             raise ConfigError(
                 "--anchor and --min-seq check one pod's trail: use them without --fleet-dsn on that pod's state "

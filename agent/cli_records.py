@@ -4,34 +4,41 @@ trusted) whether or not the agent runs: versions, history, report, audit verify,
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agent.adapters.registry.file_registry import open_registry
+from agent.adapters.registry.file_registry import FileRegistry, open_registry
+from agent.adapters.registry.mlflow_registry import MlflowRegistry, MlflowRegistryError
 from agent.adapters.store.signing import SigningKeyError, load_signer, load_verify_key, verify_key_of
 from agent.adapters.store.sqlite_store import SqliteStateStore
 from agent.cli_state import local_actor
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.domain.audit_chain import Anchor
 from agent.domain.audit_signing import RecordSigner, SignatureKey
-from agent.domain.audit_verification import verify_trail
+from agent.domain.audit_verification import TrailVerdict, verify_trail
 from agent.engine.reconcile import open_intents
 from agent.pb.rollback_agent.v1 import audit_pb2
-from agent.ports.registry import StatusTransitionError, UnknownVersionError
+from agent.ports.registry import StatusTransitionError, UnknownVersionError, VersionStatus
 from agent.ports.store import StateRefusedError
 from agent.registry import RegistryFileError
 from agent.reporting import (
     changes,
     compliance_report,
     format_changes,
+    format_rollouts,
     format_serving_state,
     format_version,
     format_versions,
     history_at,
     parse_when,
+    rollouts,
 )
+from agent.reporting.render_json import change_data, signature_data, version_data
+from agent.reporting.when import format_time
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -57,8 +64,12 @@ async def run_offline(args: argparse.Namespace) -> int:
         print(f"error: {exc}; see `rollback-agent state check`", file=sys.stderr)
         return EXIT_FAILED
     try:
-        registry = await open_registry(config, config.registry_file)
-    except RegistryFileError as exc:
+        registry: FileRegistry = (
+            await MlflowRegistry.connect(config, config.registry.mlflow)
+            if config.registry.mlflow is not None
+            else await open_registry(config, config.registry_file)
+        )
+    except (RegistryFileError, MlflowRegistryError) as exc:
         await store.close()
         raise ConfigError(str(exc)) from None
     try:
@@ -67,6 +78,8 @@ async def run_offline(args: argparse.Namespace) -> int:
         if args.command == "audit":
             verdict = verify_trail(records, keys, anchors, args.min_seq)
             problems = verdict.problems
+            if args.json:
+                return _verify_json(verdict.problems, open_intents(records), records, verdict, anchors)
             for line in verdict.signatures.run_lines():
                 print(line)
             for problem in problems:
@@ -99,12 +112,16 @@ async def run_offline(args: argparse.Namespace) -> int:
                 if not args.tag:
                     raise ConfigError("versions show needs a TAG")
                 try:
-                    print(format_version(await registry.get(args.tag)))
+                    version = await registry.get(args.tag)
+                    print(json.dumps(version_data(version), indent=2) if args.json else format_version(version))
                 except UnknownVersionError as exc:
                     print(f"error: {exc}", file=sys.stderr)
                     return EXIT_FAILED
                 return EXIT_OK
             policy = await store.load_policy()
+            if args.json:
+                print(json.dumps([version_data(v) for v in versions], indent=2))
+                return EXIT_OK
             print(format_versions(versions, policy.as_dict() if policy else None))
             return EXIT_OK
         if args.command == "history":
@@ -116,10 +133,13 @@ async def run_offline(args: argparse.Namespace) -> int:
                     initial_policy=await store.first_policy(),
                     model=config.model.name,
                 )
-                print(format_serving_state(state))
+                print(_json(dataclasses.asdict(state)) if args.json else format_serving_state(state))
             else:
                 since = parse_when(args.since, now) if args.since else None
-                print(format_changes(changes(records, since, model=config.model.name)))
+                found = changes(records, since, model=config.model.name)
+                moves = rollouts(records, since, model=config.model.name)
+                text = format_changes(found) + (f"\n\n{format_rollouts(moves)}" if moves else "")
+                print(_json([change_data(c) for c in found]) if args.json else text)
             return EXIT_OK
         if args.command == "report":
             text = compliance_report(
@@ -135,6 +155,24 @@ async def run_offline(args: argparse.Namespace) -> int:
                 print(f"report written to {args.output}")
             else:
                 print(text)
+            return EXIT_OK
+        if args.command == "quarantine" and args.quarantine_command == "add":
+            actor = local_actor(args.actor)
+            try:
+                before = await registry.set_status(args.tag, VersionStatus.QUARANTINED, args.reason, actor)
+            except (UnknownVersionError, StatusTransitionError) as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_FAILED
+            await store.append(
+                audit_pb2.VersionStatusChanged(
+                    version=args.tag, from_status=before.value, to_status="quarantined", reason=args.reason
+                ),
+                actor,
+            )
+            print(
+                f"{args.tag}: quarantined (was {before.value}); never a rollback target from now on; a running agent "
+                "refuses it new traffic from its next registry read (within 30 s)"
+            )
             return EXIT_OK
         if args.command == "quarantine":
             actor = local_actor(args.actor)
@@ -158,6 +196,38 @@ async def run_offline(args: argparse.Namespace) -> int:
     finally:
         await registry.close()
         await store.close()
+
+
+def _json(data: object) -> str:
+    def default(value: object) -> object:
+        return format_time(value) if isinstance(value, datetime) else str(value)
+
+    return json.dumps(data, indent=2, default=default)
+
+
+def _verify_json(
+    problems: Sequence[str],
+    unclosed: Sequence[audit_pb2.AuditRecord],
+    records: Sequence[audit_pb2.AuditRecord],
+    verdict: TrailVerdict,
+    anchors: Sequence[Anchor],
+) -> int:
+    ok = not problems and not unclosed
+    print(
+        _json(
+            {
+                "ok": ok,
+                "records": len(records),
+                "traffic_decisions": sum(1 for r in records if r.WhichOneof("event") == "traffic_intent"),
+                "head": {"seq": verdict.head_seq, "hash": verdict.head_hash},
+                "problems": list(problems),
+                "open_intents": [{"seq": r.seq, "intent_id": r.traffic_intent.intent_id} for r in unclosed],
+                "signatures": signature_data(verdict.signatures),
+                "anchors": [{"seq": a.seq, "hash": a.hash_hex} for a in anchors],
+            }
+        )
+    )
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 def verify_keys(key_files: Sequence[str], config: AgentConfig | None) -> dict[str, SignatureKey] | None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import socket
 import sys
+from typing import Any
 
 from agent.adapters.envoy_admin import EnvoyServing, read_serving
 from agent.adapters.store.signing import SigningKeyError, load_signer
@@ -55,7 +57,7 @@ async def run_state(args: argparse.Namespace) -> int:
     state_dir = config.state_dir
     command = args.state_command
     if command == "check":
-        return await _check(config)
+        return await _check(config, as_json=args.json)
     if command == "backup":
         db = state_dir / STATE_DB
         try:
@@ -150,15 +152,17 @@ def _starting_policy(
     return policy, "init_from_config", f"config initial weights; {envoy.detail}"
 
 
-async def _check(config: AgentConfig) -> int:
+async def _check(config: AgentConfig, as_json: bool = False) -> int:
     """The agent's start-up check, read-only: never creates a store."""
+    emit = _json_out if as_json else _text_out
     db = config.state_dir / STATE_DB
     try:
         marker = read_marker(config.state_dir)
         if not db.exists() or db.stat().st_size == 0:
             envoy = await asyncio.to_thread(_envoy, config)
             if marker is None and not envoy.serves_our_route:
-                print(f"no state store at {db}: the agent would start fresh ({envoy.detail})")
+                text = f"no state store at {db}: the agent would start fresh ({envoy.detail})"
+                emit({"state": "absent", "detail": envoy.detail}, text)
                 return EXIT_OK
             # Let the real check word the refusal.
             await open_state(config.state_dir, model=config.model.name, starting_policy=lambda: _never())
@@ -170,14 +174,33 @@ async def _check(config: AgentConfig) -> int:
         finally:
             await store.close()
     except StateRefusedError as exc:
-        print(f"state refused: {exc}", file=sys.stderr)
+        if as_json:
+            _json_out({"state": "refused", "detail": str(exc)}, "")
+        else:
+            print(f"state refused: {exc}", file=sys.stderr)
         return EXIT_STATE_REFUSED
     weights = " ".join(f"{v}={w}" for v, w in policy.weights) if policy else "-"
-    print(
+    emit(
+        {
+            "state": "ok",
+            "store_id": store.store_id,
+            "model": config.model.name,
+            "audit_records": seq,
+            "head_hash": digest.hex(),
+            "policy": {"revision": policy.revision, "weights": dict(policy.weights)} if policy else None,
+        },
         f"state ok: store {store.store_id} (model {config.model.name}), {seq} audit records, head {digest.hex()[:16]}, "
-        f"policy revision {policy.revision if policy else '-'}: {weights}"
+        f"policy revision {policy.revision if policy else '-'}: {weights}",
     )
     return EXIT_OK
+
+
+def _json_out(data: dict[str, Any], _text: str) -> None:
+    print(json.dumps(data, indent=2))
+
+
+def _text_out(_data: dict[str, Any], text: str) -> None:
+    print(text)
 
 
 def _never() -> TrafficPolicy:

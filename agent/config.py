@@ -1,23 +1,26 @@
 """The agent's configuration file (agent.yaml): pydantic models, validated at load.
 
 Every error names the file, the line and the dotted path of the bad field, e.g.
-`agent.yaml:12: versions.1.endpoint: endpoint must be IP:PORT, got 'localhost'`.
+`agent.yaml:12: versions.1.endpoint: endpoint must be HOST:PORT, got 'localhost'`.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from yaml.nodes import Node
 
 from agent.alerts.config import AlertsConfig
+from agent.domain.durations import duration_seconds
 from agent.domain.safe_yaml import YamlError, field_path, line_at_path, parse_bounded, read_limit
+from agent.domain.server_profiles import PROFILES, MetricNames, ProfileName, resolve_names
 
 VERSION_TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 
@@ -31,14 +34,26 @@ def _ip_literal(value: str) -> str:
     return value
 
 
+_DNS_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+def _host_name(host: str) -> bool:
+    """An RFC 1123 host name (a Kubernetes Service name, `localhost`); an all-digit last label is a bad IP."""
+    labels = host.removesuffix(".").split(".")
+    return len(host) <= 253 and all(_DNS_LABEL.match(label) for label in labels) and not labels[-1].isdigit()
+
+
 def _host_port(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"endpoint must be IP:PORT, got {value!r}")
+        raise ValueError(f"endpoint must be HOST:PORT, got {value!r}")
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        raise ValueError(f"endpoint must be IP:PORT (an IP literal, not a host name), got {value!r}") from None
+        if host.startswith("[") or not _host_name(host):
+            raise ValueError(
+                f"endpoint must be HOST:PORT with an IP literal or an RFC 1123 host name, got {value!r}"
+            ) from None
     return value
 
 
@@ -49,6 +64,21 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _durations_with_units(cls, data: Any) -> Any:
+        """Every `*_s` field also takes the duration syntax of rule files: 30s, 5m, 2h, 1h30m."""
+        if not isinstance(data, dict):
+            return data
+        converted = dict(data)
+        for key, value in data.items():
+            if str(key).endswith("_s") and isinstance(value, str):
+                try:
+                    converted[key] = duration_seconds(value)
+                except ValueError as exc:
+                    raise ValueError(f"{key}: {exc}") from None
+        return converted
 
 
 class ListenAddress(_Strict):
@@ -61,10 +91,39 @@ class ModelSection(_Strict):
     tier: Literal["critical", "experimental"] = "critical"
 
 
+class MetricNameOverrides(_Strict):
+    """Any name of the server profile, replaced; "" says the server exports no such metric (docs/servers.md)."""
+
+    requests_total: str | None = None
+    requests_success: str | None = None
+    requests_failure: str | None = None
+    latency: str | None = None
+    latency_type: Literal["histogram", "summary", "counter"] | None = None
+    latency_unit_s: Annotated[float, Field(gt=0)] | None = None
+    confidence: str | None = None
+    model_loaded: str | None = None
+    model_label: str | None = None
+    version_label: str | None = None
+
+
+class ServerSection(_Strict):
+    """Which model server serves the version: where its metrics are and what they are called (docs/servers.md)."""
+
+    profile: ProfileName = "refserver"
+    metrics_port: Port | None = None  # default: the profile's (mlserver 8082, triton 8002), else the endpoint's
+    metrics_url: Annotated[str, Field(pattern=r"^https?://[^/\s]+(/\S*)?$")] | None = None  # overrides port and path
+    model_version: str | None = None  # the version as the server labels its series (default: the tag)
+    names: MetricNameOverrides = MetricNameOverrides()
+
+
 class VersionConfig(_Strict):
     tag: Annotated[str, Field(pattern=VERSION_TAG_PATTERN)]
-    endpoint: HostPort
+    endpoint: HostPort  # IP:PORT (a STATIC cluster) or NAME:PORT, e.g. a Kubernetes Service (STRICT_DNS)
+    # The version's number in its server's OIP paths, for versions of one model in one server: requests (and the
+    # agent's probes) go to /v2/models/{name}/versions/{oip_version}/... instead of /v2/models/{name}/...
+    oip_version: Annotated[str, Field(pattern=VERSION_TAG_PATTERN)] | None = None
     metrics_path: str = "/metrics"
+    server: ServerSection = ServerSection()
     # The model server container's memory limit: resident memory is judged against it (model.memory_ratio).
     memory_limit_mb: Annotated[float, Field(gt=0)] | None = None
 
@@ -75,6 +134,18 @@ class VersionConfig(_Strict):
     @property
     def port(self) -> int:
         return int(self.endpoint.rpartition(":")[2])
+
+    @property
+    def metrics_url(self) -> str:
+        """Where the agent reads the version's model metrics."""
+        if self.server.metrics_url is not None:
+            return self.server.metrics_url
+        port = self.server.metrics_port or PROFILES[self.server.profile].metrics_port or self.port
+        return f"http://{self.endpoint.rpartition(':')[0]}:{port}{self.metrics_path}"
+
+    @property
+    def metric_names(self) -> MetricNames:
+        return resolve_names(self.server.profile, self.server.names.model_dump(exclude_none=True))
 
 
 class EnvoySection(_Strict):
@@ -132,6 +203,53 @@ class AccessLogSection(_Strict):
     min_interval_ms: Annotated[int, Field(ge=10, le=10_000)] = 100  # rules run at most this often on batches
 
 
+def _base_url(value: str) -> str:
+    scheme, sep, rest = value.partition("://")
+    if scheme not in ("http", "https") or not sep or not rest.strip("/"):
+        raise ValueError(f"url must be an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/")
+
+
+BaseUrl = Annotated[str, AfterValidator(_base_url)]
+SIGNAL_NAME_PATTERN = r"^[a-z][a-z0-9_]*(\.[A-Za-z0-9_:-]+)+$"
+
+
+class PromqlSignal(_Strict):
+    """A signal read from a Prometheus instant query, per version: `query` holds `{version}` (one query per
+    version), or its result carries the version in the label `version_label` (one query for all)."""
+
+    signal: Annotated[str, Field(pattern=SIGNAL_NAME_PATTERN)]  # the name rules read, e.g. model.business.accuracy
+    query: Annotated[str, Field(min_length=1, max_length=4000)]
+    version_label: Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")] | None = None
+    type: Literal["gauge", "counter"] = "gauge"
+    max_staleness_s: Annotated[float, Field(gt=0, le=7 * 86400)] = 300.0  # an older sample is no evidence
+
+    @model_validator(mode="after")
+    def _per_version(self) -> Self:
+        templated = "{version}" in self.query
+        if templated == (self.version_label is not None):
+            raise ValueError(
+                "query: put {version} in the query (one query per version) or set version_label (one query whose "
+                "result names the version in that label), exactly one of the two"
+            )
+        return self
+
+
+class PromqlSection(_Strict):
+    url: BaseUrl  # Prometheus' base URL, e.g. http://127.0.0.1:9090
+    interval_s: Annotated[float, Field(ge=1, le=3600)] = 15.0  # how often the queries run
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+    signals: Annotated[list[PromqlSignal], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _unique_signals(self) -> Self:
+        names = [s.signal for s in self.signals]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"signals: duplicate signal(s) {duplicates}")
+        return self
+
+
 class SignalsSection(_Strict):
     interval_s: Annotated[float, Field(ge=0.1, le=60)] = 1.0
     timeout_s: Annotated[float, Field(gt=0, le=30)] = 0.8
@@ -144,6 +262,7 @@ class SignalsSection(_Strict):
     # limit counts an OOM (health.oom).
     oom_memory_ratio: Annotated[float, Field(gt=0, le=1)] = 0.9
     access_log: AccessLogSection = AccessLogSection()
+    promql: PromqlSection | None = None  # signals from Prometheus queries (docs/rules.md)
 
 
 class RulesSection(_Strict):
@@ -214,6 +333,28 @@ class ConstraintsSection(_Strict):
     feature_schema: list[str] = []  # features the pipeline sends today
 
 
+class MlflowRegistrySection(_Strict):
+    """The version registry read from an MLflow tracking server's REST API (docs/registry.md, MLflow)."""
+
+    url: BaseUrl  # the tracking server, e.g. http://127.0.0.1:5000
+    model_name: Annotated[str, Field(min_length=1, max_length=256)] | None = None  # default: model.name
+    token_env: str | None = None  # environment variable holding a bearer token, if the server needs one
+    champion_alias: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,255}$")] = "champion"
+    challenger_alias: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,255}$")] | None = "challenger"
+    # Move the champion alias to a rollback target once it passed its post-rollback verification.
+    move_champion: bool = False
+    # The agent's tag of MLflow version N: `tag_key`'s value when the version has that tag, else tag_format.
+    tag_format: Annotated[str, Field(pattern=r"\{version\}")] = "v{version}"
+    tag_key: Annotated[str, Field(min_length=1)] | None = None
+    primary_metric: Annotated[str, Field(min_length=1)] = "accuracy"  # the run metric that is the baseline's
+    refresh_s: Annotated[float, Field(ge=1, le=3600)] = 30.0  # how often versions are re-read in the background
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+
+
+class RegistrySection(_Strict):
+    mlflow: MlflowRegistrySection | None = None  # none: registry_file, else derived from `versions`
+
+
 def _default_pod() -> str:
     return os.environ.get("HOSTNAME", "") or socket.gethostname()
 
@@ -257,6 +398,139 @@ class AuditSection(_Strict):
     signing: SigningSection = SigningSection()
 
 
+class DrillsSection(_Strict):
+    """Rollback drills (docs/drills.md): `rollback-agent drill` uses these as its defaults; with `schedule` the
+    agent also runs a drill itself at each scheduled minute."""
+
+    schedule: str | None = None  # five-field cron subset, UTC, e.g. "0 3 1 * *"; none: on demand only
+    fault: Literal["errors", "latency", "confidence", "accuracy", "drift", "hook"] = "errors"
+    hook: str | None = None  # the command that injects (`CMD inject`) and clears (`CMD clear`) the fault
+    version: Annotated[str, Field(pattern=VERSION_TAG_PATTERN)] | None = None  # default: the one serving candidate
+    detect_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    verify_timeout_s: Annotated[float, Field(gt=0, le=7200)] = 300.0
+    settle_timeout_s: Annotated[float, Field(ge=0, le=3600)] = 300.0
+    ttl_s: Annotated[float, Field(gt=0, le=86400)] = 900.0
+    report_dir: Path | None = None  # default: <state_dir>/drills
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        from agent.domain.drill_schedule import Schedule, ScheduleError
+
+        if self.schedule is not None:
+            try:
+                Schedule.parse(self.schedule)
+            except ScheduleError as exc:
+                raise ValueError(f"drills.schedule: {exc}") from None
+        if (self.fault == "hook") != (self.hook is not None):
+            raise ValueError("drills.hook: a hook command is needed exactly when drills.fault is hook")
+        return self
+
+
+NotificationKind = Literal[
+    "rollback_started",
+    "rollback_switched",
+    "rollback_completed",
+    "rollback_failed",
+    "rollback_suppressed",
+    "verification_failed",
+    "escalation",
+    "quarantine",
+    "hold",
+    "pause",
+    "drill",
+    "rollout",
+]
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")) or len(value) <= len("https://"):
+        raise ValueError(f"url must be an http:// or https:// URL, got {value!r}")
+    return value
+
+
+class NotificationReceiver(_Strict):
+    """A webhook told of decisions on record (docs/notifications.md). Headers (e.g. a bearer token) are secrets:
+    read from `headers_file` (a YAML mapping, a mounted Secret) or the env var `headers_env` (a JSON object)."""
+
+    name: Annotated[str, Field(pattern=VERSION_TAG_PATTERN)]
+    url: Annotated[str, AfterValidator(_http_url)]
+    events: Annotated[list[NotificationKind], Field(min_length=1)] = list(get_args(NotificationKind))
+    headers_file: Path | None = None
+    headers_env: str | None = None
+    timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
+
+    @model_validator(mode="after")
+    def _one_headers_source(self) -> Self:
+        if self.headers_file is not None and self.headers_env is not None:
+            raise ValueError("set at most one of headers_file or headers_env")
+        return self
+
+
+class NotificationsSection(_Strict):
+    receivers: list[NotificationReceiver] = []
+    queue_size: Annotated[int, Field(ge=1, le=100_000)] = 1000  # per receiver; when full the oldest is dropped
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 6
+    backoff_initial_s: Annotated[float, Field(gt=0, le=600)] = 0.5  # exponential, full jitter
+    backoff_max_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    drain_timeout_s: Annotated[float, Field(ge=0, le=300)] = 5.0  # at shutdown, then what is left is dropped
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Self:
+        names = [r.name for r in self.receivers]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"receivers: duplicate name(s) {duplicates}")
+        return self
+
+
+class LogSection(_Strict):
+    """The agent's own log: `--log-level` / `--log-format` and ROLLBACK_AGENT_LOG_LEVEL / _LOG_FORMAT win over it."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class StatusPageSection(_Strict):
+    """The live status page on the control listener (docs/status-page.md); `status_page: off` turns it off."""
+
+    enabled: bool = True
+    refresh_s: Annotated[float, Field(ge=0.2, le=60)] = 1.0  # how often the page polls
+    decisions: Annotated[int, Field(ge=1, le=200)] = 20  # recent decisions shown
+
+    @model_validator(mode="before")
+    @classmethod
+    def _on_off(cls, value: Any) -> Any:
+        return {"enabled": value} if isinstance(value, bool) else value
+
+
+class ShadowSection(_Strict):
+    """Shadow stages (docs/shadow.md): mirrored requests pass a listener of their own on their way to the candidate,
+    and Envoy's tap filter gives the agent both versions' answers, joined by x-request-id."""
+
+    # On: the shadow listener (its port must be free) and tap filters on both listeners, for the comparison gates.
+    # Off: mirrored copies go straight to the candidate's cluster, and nothing is captured.
+    capture: bool = False
+    listener: ListenAddress = ListenAddress(port=10001)
+    task: Literal["classification", "regression"] = "classification"
+    prediction_output: Annotated[str, Field(min_length=1, max_length=128)] = "predict"  # OIP output tensor names
+    confidence_output: Annotated[str, Field(min_length=1, max_length=128)] = "confidence"
+    max_body_bytes: Annotated[int, Field(ge=1024, le=16 << 20)] = 65_536  # larger answers are left out
+    pending_ttl_s: Annotated[float, Field(gt=0, le=600)] = 30.0  # how long one half waits for the other
+    max_pairs: Annotated[int, Field(ge=100, le=1_000_000)] = 10_000
+    sample_rate: Annotated[float, Field(ge=0, le=1)] = 0.01  # request/answer pairs kept for the forensic bundle
+    max_samples: Annotated[int, Field(ge=0, le=10_000)] = 200
+    # Object keys and OIP tensor names whose values never leave the agent's memory unredacted.
+    redact_fields: list[Annotated[str, Field(min_length=1, max_length=128)]] = []
+
+
+class RolloutSection(_Strict):
+    """Progressive delivery (docs/rollouts.md): the plan `rollout start` uses when it is given none."""
+
+    plan: Path | None = None  # default: the shipped plan of the model's tier (rules/tiers/rollout-<tier>.yaml)
+    interval_s: Annotated[float, Field(ge=0.1, le=60)] = 1.0  # how often the stage's gates are judged
+    shadow: ShadowSection = ShadowSection()
+
+
 class AgentConfig(_Strict):
     model: ModelSection
     versions: Annotated[list[VersionConfig], Field(min_length=1)]
@@ -274,9 +548,15 @@ class AgentConfig(_Strict):
     rules: RulesSection = RulesSection()
     rollback: RollbackSection = RollbackSection()
     registry_file: Path | None = None  # version registry (YAML, in git); none: derived from `versions`
+    registry: RegistrySection = RegistrySection()  # registry.mlflow: the registry is an MLflow server
     constraints: ConstraintsSection = ConstraintsSection()
     alerts: AlertsConfig = AlertsConfig()
     audit: AuditSection = AuditSection()
+    rollout: RolloutSection = RolloutSection()
+    status_page: StatusPageSection = StatusPageSection()
+    notifications: NotificationsSection = NotificationsSection()
+    log: LogSection = LogSection()
+    drills: DrillsSection = DrillsSection()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:
@@ -290,6 +570,8 @@ class AgentConfig(_Strict):
             raise ValueError(f"candidate: {self.candidate!r} is not one of the versions {tags}")
         if self.candidate == self.stable:
             raise ValueError("candidate: must differ from stable")
+        if self.registry.mlflow is not None and self.registry_file is not None:
+            raise ValueError("registry: set registry.mlflow or registry_file, not both")
         listeners = {
             "envoy.listener": self.envoy.listener,
             "envoy.admin": self.envoy.admin,
@@ -303,8 +585,9 @@ class AgentConfig(_Strict):
                 raise ValueError(f"{name}: port {address.port} is already used by {taken[address.port]}")
             taken[address.port] = name
         for v in self.versions:
-            if v.host in ("127.0.0.1", "::1", "0.0.0.0") and v.port in taken:
+            if v.host in ("127.0.0.1", "::1", "0.0.0.0", "localhost") and v.port in taken:
                 raise ValueError(f"versions: {v.tag}'s endpoint port {v.port} is already used by {taken[v.port]}")
+        self._check_shared_endpoints()
         if self.initial_weights is not None:
             unknown = sorted(set(self.initial_weights) - set(tags))
             if unknown:
@@ -312,6 +595,28 @@ class AgentConfig(_Strict):
             if sum(self.initial_weights.values()) <= 0:
                 raise ValueError("initial_weights: the weights must sum to more than 0")
         return self
+
+    def _check_shared_endpoints(self) -> None:
+        """Versions on one server must be told apart by their versioned OIP paths, else the split is a fiction."""
+        first: dict[tuple[str, int], int] = {}
+        for i, v in enumerate(self.versions):
+            key = (v.host.lower(), v.port)
+            if key not in first:
+                first[key] = i
+                continue
+            j = first[key]
+            other = self.versions[j]
+            if v.oip_version is None or other.oip_version is None:
+                raise ValueError(
+                    f"versions.{i}.endpoint: {v.tag} and {other.tag} (versions.{j}) share the endpoint {v.endpoint}: "
+                    "set oip_version on both (each one's version in the server's /v2/models/NAME/versions/V paths), "
+                    "or give each version its own endpoint"
+                )
+            if v.oip_version == other.oip_version:
+                raise ValueError(
+                    f"versions.{i}.oip_version: {v.tag} and {other.tag} (versions.{j}) share the endpoint "
+                    f"{v.endpoint} and the oip_version {v.oip_version!r}: they would be the same model version"
+                )
 
     def version(self, tag: str) -> VersionConfig:
         for v in self.versions:
@@ -380,8 +685,18 @@ def _resolve_paths(config: AgentConfig, base_dir: Path) -> AgentConfig:
             "control": control,
             "rules": rules,
             "registry_file": anchored(config.registry_file),
+            "rollout": config.rollout.model_copy(update={"plan": anchored(config.rollout.plan)}),
             "alerts": config.alerts.resolve_paths(base_dir),
             "audit": _resolve_audit_paths(config.audit, anchored),
+            "drills": config.drills.model_copy(update={"report_dir": anchored(config.drills.report_dir)}),
+            "notifications": config.notifications.model_copy(
+                update={
+                    "receivers": [
+                        r.model_copy(update={"headers_file": anchored(r.headers_file)})
+                        for r in config.notifications.receivers
+                    ]
+                }
+            ),
         }
     )
 

@@ -22,55 +22,87 @@ from typing import Any
 import aiohttp
 import grpc
 from aiohttp import web
+from google.protobuf import json_format
 
 from agent.adapters.alertmanager_poller import AlertmanagerPoller, decision_submitter
 from agent.adapters.archive.forensic_archive import ForensicArchiver
+from agent.adapters.drill_faults import HookFaults, RefserverFaults
 from agent.adapters.envoy_admin import EnvoyServing, read_serving
 from agent.adapters.fleet.postgres_store import FleetError
 from agent.adapters.fleet.shipper import fleet_shipper
 from agent.adapters.forensic_providers import forensic_providers
 from agent.adapters.nop_route_sink import NopRouteSink
-from agent.adapters.registry.file_registry import open_registry
+from agent.adapters.notify.dispatcher import NotificationDispatcher, NotifyConfigError
+from agent.adapters.registry.file_registry import FileRegistry, open_registry
+from agent.adapters.registry.mlflow_registry import MlflowRegistry, MlflowRegistryError
+from agent.adapters.registry.mlflow_registry import declared_statuses as mlflow_declared_statuses
 from agent.adapters.signals.access_log import AccessLogStreamSource
 from agent.adapters.signals.envoy_stats import EnvoyStatsSource
-from agent.adapters.signals.model_metrics_source import ModelMetricsSource
+from agent.adapters.signals.model_metrics_source import MetricsTarget, ModelMetricsSource
 from agent.adapters.signals.oip_health import GoldenCheck, OipHealthSource, VersionProbe
+from agent.adapters.signals.promql_source import PromqlSignalCollector, PromqlSource
+from agent.adapters.signals.shadow_tap import CaptureSettings, ShadowCapture, shadow_samples_provider
 from agent.adapters.store.signing import SigningKeyError, load_signer
 from agent.adapters.store.sqlite_store import SqliteStateStore
 from agent.adapters.store.state_check import OpenedState, checkpoint, open_state
 from agent.adapters.xds.cache import SnapshotCache
 from agent.adapters.xds.callbacks import MetricsCallbacks
-from agent.adapters.xds.resources import AccessLogSettings, ModelTopology, VersionUpstream
+from agent.adapters.xds.resources import (
+    AccessLogSettings,
+    ModelTopology,
+    OipVersionPath,
+    ShadowSettings,
+    VersionUpstream,
+    shadow_tap_id,
+)
 from agent.adapters.xds.route_sink import XdsRouteSink
 from agent.adapters.xds.server import start_xds_server
 from agent.alerts.auth import CredentialsError, load_webhook_credentials
 from agent.alerts.intake import AlertIntake
 from agent.alerts.metrics import AlertSourceMetrics
-from agent.config import AgentConfig, ControlSection
+from agent.config import AgentConfig, ControlSection, VersionConfig
+from agent.domain.drill_schedule import Schedule
+from agent.domain.shadow import ShadowJoin
 from agent.domain.signals import HistoryLimits, SignalHistory
 from agent.domain.traffic import PolicyError, TrafficPolicy, normalize_weights, refuse_unsafe_start
 from agent.engine.admission import Admission
 from agent.engine.decisions import DecisionHandler
+from agent.engine.drill import DrillDesk, DrillMetrics
+from agent.engine.drill_runner import FaultInjector
+from agent.engine.drill_scheduler import DrillScheduler, InProcessDrillControl, drill_settings
+from agent.engine.leases import LeaseManager
+from agent.engine.mirror import MirrorController
 from agent.engine.monitor import Monitor
 from agent.engine.orchestrator import RollbackOrchestrator
 from agent.engine.planner import RegistryPlanner
 from agent.engine.reconcile import Served, open_intents, open_rollbacks, reconcile
+from agent.engine.rollout import STABLE_KEY, RolloutDriver, RolloutError
+from agent.engine.rollout_gates import Measurements
 from agent.engine.rules_watch import RulesWatcher, keep_last_good
 from agent.engine.traffic import TrafficController
 from agent.engine.verification import BaselineVerifier
 from agent.envoy_bootstrap import DEFAULT_LATENCY_BUCKETS_MS, XDS_CLUSTER_NAME
 from agent.http.control_app import make_control_app
+from agent.http.decision_feed import DecisionFeed
+from agent.http.drill_routes import add_drill_routes
 from agent.http.identities import Identities, IdentityError
+from agent.http.lease_api import add_lease_api
 from agent.http.public_app import make_public_app
+from agent.http.rollback_progress import StepWatch
+from agent.http.rollout_api import add_rollout_routes, rollout_sample
+from agent.http.status_page import WatchViews, add_status_page, add_watch_views
 from agent.http.status_view import StatusView
 from agent.http.tokens_file import TokensFileError, load_tokens_file
 from agent.http.webhook import AlertWebhook, add_alert_webhook
 from agent.log_buffer import RecentLogHandler
+from agent.log_setup import audit_record_fields, redact, set_log_context
 from agent.pb.rollback_agent.v1 import audit_pb2
 from agent.ports.signals import SignalSource
+from agent.ports.store import StateRefusedError
 from agent.registry import Constraints, RegistryFileError
 from agent.registry.fallback import declared_statuses
-from agent.telemetry import AgentMetrics, ServedVersionsCollector, VersionStatusCollector
+from agent.rollout.plan import shipped_plan
+from agent.telemetry import AgentMetrics, RolloutCollector, ServedVersionsCollector, VersionStatusCollector
 from agent.triggers.engine import RuleEngine
 from agent.triggers.errors import RuleFileError
 from agent.triggers.ruleset import load_rule_set
@@ -93,6 +125,7 @@ def read_token(control: ControlSection) -> str:
             raise StartupError(f"control.token_file {control.token_file}: cannot read: {exc.strerror}") from None
         if not token:
             raise StartupError(f"control.token_file {control.token_file} is empty")
+        redact(token)
         return token
     token = os.environ.get(control.token_env, "").strip()
     if not token:
@@ -100,6 +133,7 @@ def read_token(control: ControlSection) -> str:
             "the control API needs a bearer token: set control.tokens_file, control.token_file, or the environment "
             f"variable {control.token_env}"
         )
+    redact(token)
     return token
 
 
@@ -121,15 +155,25 @@ def read_identities(control: ControlSection) -> Identities:
     return identities
 
 
+def _oip_path(config: AgentConfig, oip_version: str | None) -> OipVersionPath | None:
+    if oip_version is None:
+        return None
+    return OipVersionPath(config.probes.oip_model or config.model.name, oip_version)
+
+
 def topology_from_config(config: AgentConfig) -> ModelTopology:
     stream = config.signals.access_log
+    shadow = config.rollout.shadow
     return ModelTopology(
         model=config.model.name,
-        upstreams=tuple(VersionUpstream(v.tag, v.host, v.port) for v in config.versions),
+        upstreams=tuple(
+            VersionUpstream(v.tag, v.host, v.port, _oip_path(config, v.oip_version)) for v in config.versions
+        ),
         listener_host=config.envoy.listener.address,
         listener_port=config.envoy.listener.port,
         route_timeout_s=config.envoy.route_timeout_s,
         connect_timeout_s=config.envoy.connect_timeout_s,
+        shadow=ShadowSettings(shadow.listener.port, shadow.listener.address) if shadow.capture else None,
         access_log=AccessLogSettings(
             cluster=XDS_CLUSTER_NAME,
             flush_interval_ms=stream.flush_interval_ms,
@@ -250,6 +294,11 @@ class AgentParts:
     state_notes: tuple[str, ...]
     cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     access_log: AccessLogStreamSource | None = None  # served on the xDS port
+    notifier: NotificationDispatcher | None = None  # told of every sealed record (notifications.receivers)
+    drill_scheduler: DrillScheduler | None = None  # drills.schedule
+    rollouts: RolloutDriver | None = None  # progressive delivery (docs/rollouts.md)
+    shadow_capture: ShadowCapture | None = None  # rollout.shadow.capture: both answers to mirrored requests
+    leases: LeaseManager | None = None  # batch-job leases (docs/leases.md)
 
     async def close(self) -> None:
         for cleanup in reversed(self.cleanups):
@@ -309,7 +358,7 @@ def log_audit_record(record: audit_pb2.AuditRecord) -> None:
         "model": record.model,
         "key_id": record.key_id,
     }
-    audit_log.info("audit_record %s", json.dumps(fields, separators=(",", ":")))
+    audit_log.info("audit_record %s", json.dumps(fields, separators=(",", ":")), extra=audit_record_fields(record))
 
 
 async def build_agent(
@@ -320,9 +369,14 @@ async def build_agent(
     Reconciles what the previous run left open. Opens no listener and starts no task (see `serve`)."""
     topology = topology_from_config(config)
     try:
-        statuses = await asyncio.to_thread(declared_statuses, config)
+        if config.registry.mlflow is not None:
+            statuses = await mlflow_declared_statuses(config, config.registry.mlflow)
+        else:
+            statuses = await asyncio.to_thread(declared_statuses, config)
     except RegistryFileError as exc:
         raise StartupError(f"registry_file is not usable:\n{exc}") from None
+    except MlflowRegistryError as exc:
+        raise StartupError(f"registry.mlflow is not usable: {exc}") from None
     first = starting_policy(config)
     try:
         refuse_unsafe_start(first, statuses, "initial_weights (or the stable version) would")
@@ -355,6 +409,9 @@ async def build_agent(
         for head in await store.last_records(1):
             metrics.set_audit_head(head.seq, head.hash, head.key_id)
         store.sealed_observers.append(lambda record: metrics.set_audit_head(record.seq, record.hash, record.key_id))
+        notifier = _notifier(config, metrics, store.store_id)
+        if notifier is not None:
+            store.sealed_observers.append(notifier.observe)
         if rules_error:
             await store.append(
                 audit_pb2.RulesReloaded(
@@ -365,6 +422,7 @@ async def build_agent(
         parts = await _build_on_store(
             config, opened, cleanups, rules, metrics, topology, evidence, dry_run, log_tail, token
         )
+        parts.notifier = notifier
         if parts.watcher is not None:
             parts.watcher.last_good = config.state_dir / LAST_GOOD_RULES
             parts.watcher.last_error = rules_error
@@ -390,10 +448,16 @@ async def _build_on_store(
     token: str | Identities,
 ) -> AgentParts:
     store = opened.store
+    registry: FileRegistry
     try:
-        registry = await open_registry(config, config.registry_file)
+        if config.registry.mlflow is not None:
+            registry = await MlflowRegistry.connect(config, config.registry.mlflow)
+        else:
+            registry = await open_registry(config, config.registry_file)
     except RegistryFileError as exc:
         raise StartupError(f"registry_file is not usable:\n{exc}") from None
+    except MlflowRegistryError as exc:
+        raise StartupError(f"registry.mlflow is not usable: {exc}") from None
     cleanups.append(registry.close)
     session = aiohttp.ClientSession()
     cleanups.append(session.close)
@@ -413,6 +477,7 @@ async def _build_on_store(
     except ValueError as exc:
         raise StartupError(str(exc)) from None
     metrics.registry.register(ServedVersionsCollector(config.model.name, controller.served))
+    metrics.route_weights.served_source = controller.served
 
     admin_url = f"http://{config.envoy.admin.address}:{config.envoy.admin.port}"
     envoy_stats = EnvoyStatsSource(
@@ -424,7 +489,7 @@ async def _build_on_store(
     health = OipHealthSource(
         session,
         [
-            VersionProbe(v.tag, f"http://{v.endpoint}", config.probes.oip_model or config.model.name)
+            VersionProbe(v.tag, f"http://{v.endpoint}", config.probes.oip_model or config.model.name, v.oip_version)
             for v in config.versions
         ],
         golden=(
@@ -441,8 +506,11 @@ async def _build_on_store(
         sources.append(
             ModelMetricsSource(
                 session,
-                {v.tag: f"http://{v.endpoint}{v.metrics_path}" for v in config.versions},
-                config.signals.timeout_s,
+                {v.tag: _metrics_target(v, config.probes.oip_model or config.model.name) for v in config.versions},
+                # Inside the monitor's budget for the source: a hung server is that version's failed read, named
+                # in its verdicts, not a timeout of the whole source.
+                config.signals.timeout_s * 0.8,
+                metrics=metrics,
                 memory_limits_mb={
                     v.tag: limit
                     for v in config.versions
@@ -453,6 +521,11 @@ async def _build_on_store(
         )
     if config.signals.health:
         sources.append(health)
+    if config.signals.promql is not None:
+        promql = PromqlSource(session, config.signals.promql, config.tags)
+        sources.append(promql)
+        cleanups.append(promql.close)
+        metrics.registry.register(PromqlSignalCollector(config.model.name, promql))
     access_log = None
     if config.signals.access_log.enabled and not dry_run:
         access_log = AccessLogStreamSource(
@@ -470,14 +543,18 @@ async def _build_on_store(
     providers = forensic_providers(
         config, rules, histories, session, admin_url, registry, log_tail, lambda: monitor_ref[0].last_tick
     )
+    capture = _shadow_capture(config, admin_url) if not dry_run else None
+    if capture is not None:
+        providers["shadow_samples"] = shadow_samples_provider(capture)
     r = config.rollback
+    steps = StepWatch()  # the confirm and verify steps running now, for `rollback --wait` and the status page
     orchestrator = RollbackOrchestrator(
         traffic=controller,
         planner=planner,
         health=health,
         warmer=health,
-        confirmer=envoy_stats,
-        verifier=BaselineVerifier(histories, lambda: planner.baselines, r.verification),
+        confirmer=steps.confirmer(envoy_stats),
+        verifier=steps.verifier(BaselineVerifier(histories, lambda: planner.baselines, r.verification)),
         archiver=ForensicArchiver(config.state_dir / "archive", providers),
         store=store,
         metrics=metrics,
@@ -502,6 +579,15 @@ async def _build_on_store(
         notes += await reconcile(store, tail, Served(serving.weights, serving.detail), planner.mark_failed)
         tail = await store.last_records(RECONCILE_TAIL)
     await admission.restore(tail)
+    leases = LeaseManager(
+        model=config.model.name,
+        traffic=controller,
+        store=store,
+        routes=xds_sink,
+        metrics=metrics,
+        ack_timeout_s=config.ack_timeout_s,
+    )
+    await leases.restore()
 
     monitor = Monitor(
         sources=sources,
@@ -550,6 +636,7 @@ async def _build_on_store(
         admission=admission,
         store_id=store.store_id,
         audit_head=lambda: store.head_seq,
+        health_report=health.health_report,
     )
     public_app = make_public_app(controller, metrics, health_report=health.health_report)
     poller = _alert_sources(config, admission, metrics, public_app)
@@ -561,6 +648,21 @@ async def _build_on_store(
         decisions=admission,
         admission=admission,
     )
+    add_lease_api(control_app, leases)
+    feed = DecisionFeed(store, lambda: store.head_seq)
+    add_watch_views(control_app, WatchViews(status_view, feed, steps, config.status_page))
+    if config.status_page.enabled:
+        add_status_page(control_app)
+    mirror = (
+        MirrorController(traffic=controller, sink=xds_sink, store=store, ack_timeout_s=config.ack_timeout_s)
+        if xds_sink is not None
+        else None
+    )
+    rollouts = await _rollouts(
+        config, store, controller, admission, planner, monitor, rules, access_log, control_app, mirror, capture
+    )
+    metrics.registry.register(RolloutCollector(config.model.name, lambda: rollout_sample(rollouts)))
+    drill_scheduler = _drills(config, store, controller, orchestrator, metrics, status_view, control_app, rollouts)
     return AgentParts(
         config=config,
         dry_run=dry_run,
@@ -580,6 +682,136 @@ async def _build_on_store(
         state_notes=tuple(notes),
         cleanups=cleanups,
         access_log=access_log,
+        drill_scheduler=drill_scheduler,
+        rollouts=rollouts,
+        leases=leases,
+    )
+
+
+def _shadow_capture(config: AgentConfig, admin_url: str) -> ShadowCapture | None:
+    """rollout.shadow.capture: the tap on both listeners, joined by x-request-id (docs/shadow.md)."""
+    shadow = config.rollout.shadow
+    if not shadow.capture:
+        return None
+    join = ShadowJoin(max_pending=shadow.max_pairs, pending_ttl_s=shadow.pending_ttl_s, max_pairs=shadow.max_pairs)
+    settings = CaptureSettings(
+        max_body_bytes=shadow.max_body_bytes,
+        prediction_output=shadow.prediction_output,
+        confidence_output=shadow.confidence_output,
+        sample_rate=shadow.sample_rate,
+        max_samples=shadow.max_samples,
+        redact_fields=frozenset(shadow.redact_fields),
+    )
+    return ShadowCapture(admin_url=admin_url, config_id=shadow_tap_id(config.model.name), join=join, settings=settings)
+
+
+async def _rollouts(
+    config: AgentConfig,
+    store: SqliteStateStore,
+    controller: TrafficController,
+    admission: Admission,
+    planner: RegistryPlanner,
+    monitor: Monitor,
+    rules: RuleEngine,
+    access_log: AccessLogStreamSource | None,
+    control_app: web.Application,
+    mirror: MirrorController | None,
+    capture: ShadowCapture | None,
+) -> RolloutDriver:
+    """Progressive delivery: the stable version a completed rollout promoted, the driver (restored: a running
+    rollout resumes its stage), automatic rollbacks of its candidate routed to it, its control API endpoints."""
+    promoted = await store.get_setting(STABLE_KEY)
+    if promoted and promoted != controller.stable:
+        if promoted not in controller.versions:
+            raise StateRefusedError(
+                f"a completed rollout made {promoted} the stable version, and the config no longer declares it "
+                "(a version that served must stay declared)"
+            )
+        log.warning("stable version: %s (promoted by a rollout; the config says %s)", promoted, controller.stable)
+        controller.stable = promoted
+
+    def measurements(candidate: str, stable: str) -> Measurements | None:
+        tick = monitor.last_tick
+        if tick is None:
+            return None
+        raw = access_log.state if access_log is not None else None
+        shadow = capture.join if capture is not None else None
+        return Measurements(time.monotonic(), candidate, stable, tick.statuses, monitor.histories, raw, shadow)
+
+    driver = RolloutDriver(
+        traffic=controller,
+        store=store,
+        marks=planner,
+        holds=admission.blockers,
+        measurements=measurements,
+        mirror=mirror,
+        interval_s=config.rollout.interval_s,
+        rule_names=lambda: {rule.name for rule in rules.rule_set.rules},
+        pins=lambda: admission.pins,
+        shadow_capture=capture is not None,
+    )
+    try:
+        await driver.restore()
+    except RolloutError as exc:
+        raise StateRefusedError(
+            f"{exc}. Restore the state from a backup (`rollback-agent state restore FILE`), or start over from what "
+            "Envoy serves (`rollback-agent state init --from-envoy`)"
+        ) from None
+    admission.rollout_breach = driver.on_breach
+
+    def default_plan() -> tuple[str, str]:
+        path = config.rollout.plan or shipped_plan(config.model.tier)
+        try:
+            return path.read_text(encoding="utf-8"), str(path)
+        except OSError as exc:
+            raise RolloutError("invalid_argument", f"{path}: cannot read the rollout plan: {exc.strerror}") from None
+
+    add_rollout_routes(control_app, driver, default_plan)
+    return driver
+
+
+def _drills(
+    config: AgentConfig,
+    store: SqliteStateStore,
+    controller: TrafficController,
+    orchestrator: RollbackOrchestrator,
+    metrics: AgentMetrics,
+    status_view: StatusView,
+    control_app: web.Application,
+    rollouts: RolloutDriver,
+) -> DrillScheduler | None:
+    """Drills (docs/drills.md): the control API's drill endpoints, the orchestrator told which rollback is a drill,
+    and the scheduler when `drills.schedule` is set."""
+    desk = DrillDesk(
+        store=store,
+        desired=lambda: controller.desired,
+        metrics=DrillMetrics(metrics.registry, config.model.name),
+        cooldown_s=config.rollback.cooldown_s,
+        open_rollback=lambda: orchestrator.open_rollback,
+        rollout=lambda: f"{rollouts.candidate()} is being rolled out" if rollouts.running else "",
+    )
+    orchestrator.drill_for = desk.drill_for
+    orchestrator.on_rollback_record = desk.observe
+    add_drill_routes(control_app, desk)
+    drills = config.drills
+    if drills.schedule is None:
+        return None
+    endpoints = {v.tag: v.endpoint for v in config.versions}
+    injector: FaultInjector = (
+        HookFaults(drills.hook, endpoints=endpoints)
+        if drills.hook is not None
+        else RefserverFaults(endpoints, drills.fault)
+    )
+    return DrillScheduler(
+        schedule=Schedule.parse(drills.schedule),
+        control=InProcessDrillControl(
+            desk, controller, lambda: json_format.MessageToDict(status_view.status(), preserving_proto_field_name=True)
+        ),
+        injector=injector,
+        settings=drill_settings(drills, schedule=drills.schedule),
+        model=config.model.name,
+        report_dir=drills.report_dir or config.state_dir / "drills",
+        version=drills.version or "",
     )
 
 
@@ -614,8 +846,16 @@ async def serve(parts: AgentParts) -> int:
             )
         )
         supervisor.spawn("monitor", parts.monitor.run())
+        if parts.rollouts is not None and not parts.dry_run:
+            supervisor.spawn("rollout", parts.rollouts.run())
+        if parts.shadow_capture is not None:
+            supervisor.spawn("shadow-capture", parts.shadow_capture.run())
         supervisor.spawn("baselines", _refresh_baselines(parts.planner))
+        if parts.leases is not None and not parts.dry_run:
+            supervisor.spawn("lease-expiry", parts.leases.run())
         supervisor.spawn("state-checkpoint", _checkpoint_periodically(parts.store, config.state_dir))
+        if parts.notifier is not None:  # cancelled at shutdown, it drains for notifications.drain_timeout_s first
+            supervisor.spawn("notifications", parts.notifier.run())
         if config.audit.fleet is not None:
             try:
                 shipper = fleet_shipper(config.audit.fleet, parts.store, config.model.name, parts.metrics.registry)
@@ -624,6 +864,8 @@ async def serve(parts: AgentParts) -> int:
             supervisor.spawn("fleet-shipper", shipper.run())
         if parts.watcher is not None:
             supervisor.spawn("rules-watcher", parts.watcher.run())
+        if parts.drill_scheduler is not None:
+            supervisor.spawn("drill-scheduler", parts.drill_scheduler.run())
         # Everything loaded at start-up lives for the whole run: keep the collector from rescanning it every full
         # collection (a per-tick cost of tens of ms otherwise; docs/rules.md, performance).
         gc.collect()
@@ -651,6 +893,7 @@ async def serve(parts: AgentParts) -> int:
 
 
 async def run_agent(config: AgentConfig, *, dry_run: bool = False, log_tail: RecentLogHandler | None = None) -> int:
+    set_log_context(model=config.model.name)  # every line of this run names the model
     parts = await build_agent(config, token=read_identities(config.control), dry_run=dry_run, log_tail=log_tail)
     return await serve(parts)
 
@@ -676,6 +919,23 @@ def _alert_sources(
         log.info("pulling fleet alerts from %d Alertmanager(s)", len(alerts.alertmanager.urls))
         return AlertmanagerPoller.from_config(alerts, config.model.name, intake, alert_metrics)
     return None
+
+
+def _metrics_target(version: VersionConfig, model: str) -> MetricsTarget:
+    return MetricsTarget(
+        version.metrics_url, version.metric_names, version.server.profile, model, version.server.model_version
+    )
+
+
+def _notifier(config: AgentConfig, metrics: AgentMetrics, store_id: str) -> NotificationDispatcher | None:
+    if not config.notifications.receivers:
+        return None
+    try:
+        notifier = NotificationDispatcher.from_config(config.notifications, metrics.registry, store_id)
+    except NotifyConfigError as exc:
+        raise StartupError(str(exc)) from None
+    log.info("notifications to %s", ", ".join(r.name for r in config.notifications.receivers))
+    return notifier
 
 
 async def _refresh_baselines(planner: RegistryPlanner, interval_s: float = 30.0) -> None:

@@ -111,6 +111,12 @@ ROWS = (
     Row("resync", "agent back -> Envoy re-synced, max", key("resync_s_max"), "s", "resync_s_max"),
     Row("resync", "failed requests during outages", key("failed_requests"), "", "failed_requests"),
     Row("stream", "stream ingest CPU at 1,000 entries/s", key("cpu_percent_of_one_core"), "% of a core", target=25),
+    Row("canary", "stage change -> all traffic, p50", key("stage_change_to_all_traffic_ms_p50"), "ms"),
+    Row("canary", "stage change -> all traffic, p99", key("stage_change_to_all_traffic_ms_p99"), "ms",
+        "stage_change_to_all_traffic_ms_p99"),
+    Row("canary", "stage change -> ACK, p99", key("stage_change_to_ack_ms_p99"), "ms"),
+    Row("canary", "shadow (100 % mirrored) + capture p99 on / off", key("shadow_p99_overhead_ratio"), "x",
+        "shadow_p99_overhead_ratio"),
 )  # fmt: skip
 
 

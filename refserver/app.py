@@ -297,7 +297,7 @@ class ModelServer:
         for row in rows.tolist():
             self.metrics.observe_features(dict(zip(dataset.FEATURE_NAMES, row, strict=True)))
         prediction = model.predict(rows)
-        labels: list[int] = self.injector.corrupt_labels(prediction.labels).tolist()
+        labels: list[int] = self.injector.wrong_answers(rows, self.injector.corrupt_labels(prediction.labels)).tolist()
         confidence: list[float] = self.injector.shift_confidence(prediction.confidence).tolist()
         for value in confidence:
             self.metrics.observe_prediction(value)

@@ -7,6 +7,7 @@ applies them to requests with a seeded random generator, so a run with a given -
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,6 +46,9 @@ class Faults:
     missing_rate: float = field(default=0.0, metadata=_range(0.0, 1.0))
     # Probability that each prediction is flipped to the wrong class (confidence unchanged).
     accuracy_drop: float = field(default=0.0, metadata=_range(0.0, 1.0))
+    # Share of inputs whose prediction is flipped, chosen by a hash of the row (`wrong_answer_for`): the same input
+    # always gets the same wrong answer, so a test knows exactly which inputs a version disagrees on.
+    wrong_answer_rate: float = field(default=0.0, metadata=_range(0.0, 1.0))
     # Readiness endpoints answer 503 (the server still serves inference).
     unready: bool = False
     # Memory allocated and kept every second, in MB (a leak); with --memory-limit-mb the process dies at the limit.
@@ -113,6 +117,20 @@ class FaultInjector:
         flip = self._rng.random(labels.shape) < rate
         return np.where(flip, 1 - labels, labels)
 
+    def wrong_answers(self, rows: FloatArray, labels: IntArray) -> IntArray:
+        """Flip the prediction of every row `wrong_answer_for` picks at the wrong_answer_rate."""
+        rate = self.faults.wrong_answer_rate
+        if not rate:
+            return labels
+        flip = np.array([wrong_answer_for(row, rate) for row in rows.tolist()], dtype=bool)
+        return np.where(flip, 1 - labels, labels)
+
     def shift_confidence(self, confidence: FloatArray) -> FloatArray:
         shift = self.faults.confidence_shift
         return np.clip(confidence - shift, 0.0, 1.0) if shift else confidence
+
+
+def wrong_answer_for(row: list[float], rate: float) -> bool:
+    """Whether the wrong_answer fault flips this input row: a hash of its values below `rate` (deterministic)."""
+    digest = hashlib.blake2b(repr([float(v) for v in row]).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") < rate * 2**64

@@ -77,6 +77,10 @@ MAJORITY_PODS: Final = "model_version:rollback_agent_majority_pods:count"
 AGENT_MODEL: Final = "instance:rollback_agent_model:info"
 
 
+MLSERVER_FAILURES: Final = "model_infer_request_failure_total"
+MLSERVER_SUCCESSES: Final = "model_infer_request_success_total"
+
+
 def req_rate(window: str) -> str:
     return REQ_RATE.format(w=window)
 
@@ -175,13 +179,33 @@ MV = "{{ $labels.model }}/{{ $labels.version }}"
 
 def model_records() -> list[Record]:
     rules: list[Record] = []
+    # Request and error figures of the model_metrics contract, or else of MLServer's counters (docs/servers.md;
+    # MLServer labels `version` "None": the scrape must set it to the version tag, as the PodMonitor example there).
     for w in ERROR_RATIO_WINDOWS:
-        rules.append(Record(req_rate(w), f"sum by (model, version) (rate(model_inference_requests_total[{w}]))"))
+        rules.append(
+            Record(
+                req_rate(w),
+                f"""
+                sum by (model, version) (rate(model_inference_requests_total[{w}]))
+                or
+                (
+                  sum by (model, version) (rate({MLSERVER_SUCCESSES}[{w}]))
+                  + (sum by (model, version) (rate({MLSERVER_FAILURES}[{w}]))
+                     or 0 * sum by (model, version) (rate({MLSERVER_SUCCESSES}[{w}])))
+                )
+                or
+                sum by (model, version) (rate({MLSERVER_FAILURES}[{w}]))""",
+            )
+        )
         rules.append(
             Record(
                 err_ratio(w),
                 f"""
-                sum by (model, version) (rate(model_inference_errors_total[{w}]))
+                (
+                  sum by (model, version) (rate(model_inference_errors_total[{w}]))
+                  or
+                  sum by (model, version) (rate({MLSERVER_FAILURES}[{w}]))
+                )
                   / {req_rate(w)}""",
             )
         )

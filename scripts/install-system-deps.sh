@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the integration tests run, from Debian packages, when missing: the real Prometheus 2.42 /
-# Alertmanager 0.25, and the PostgreSQL server (initdb, postgres) of the fleet audit store tests.
+# Alertmanager 0.25, the PostgreSQL server (initdb, postgres) of the fleet audit store tests, and Chromium.
 set -euo pipefail
 missing=()
 packages=()
@@ -12,6 +12,11 @@ done
 if ! compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
   missing+=(postgres initdb)
   packages+=(postgresql)
+fi
+# Headless Chromium loads the status page in tests/integration/test_status_page.py.
+if ! command -v chromium >/dev/null 2>&1; then
+  missing+=(chromium)
+  packages+=(chromium)
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then

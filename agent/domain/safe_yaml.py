@@ -84,7 +84,7 @@ def line_at_path(root: Node, loc: Sequence[int | str], message: str = "") -> int
     path = list(loc)
     named = _FIELD_PREFIX.match(message)
     if named:
-        path.extend(named.group(1).split("."))
+        path.extend(int(part) if part.isdigit() else part for part in named.group(1).split("."))
     node = root
     for part in path:
         child: Node | None = None

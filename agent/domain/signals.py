@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
@@ -39,6 +39,8 @@ class Signal:
     # Envoy, per version cluster.
     ENVOY_RQ_TOTAL: Final = "envoy.rq_total"
     ENVOY_RQ_5XX: Final = "envoy.rq_5xx"
+    ENVOY_RQ_4XX: Final = "envoy.rq_4xx"
+    ENVOY_RQ_CODE_PREFIX: Final = "envoy.rq_code."  # counter per response code 400..599, reported once seen
     ENVOY_CX_CONNECT_FAIL: Final = "envoy.cx_connect_fail"
     ENVOY_RQ_TIME_MS: Final = "envoy.rq_time_ms"  # histogram, milliseconds
 
@@ -59,6 +61,8 @@ class Signal:
     # Health probes.
     HEALTH_READY: Final = "health.ready"  # gauge 1/0
     HEALTH_GOLDEN_OK: Final = "health.golden_ok"  # gauge 1/0: golden-set predictions still match
+    HEALTH_GOLDEN_CHECKS: Final = "health.golden_checks"  # counter: golden inferences judged
+    HEALTH_GOLDEN_FAILING: Final = "health.golden_failing"  # gauge: consecutive failed golden inferences (0: passed)
     HEALTH_PIPELINE_OK: Final = "health.pipeline_ok"  # gauge 1/0
     HEALTH_CRASHES: Final = "health.crashes"
     HEALTH_OOM: Final = "health.oom"  # counter: exits (stopped answering or restarted) near the memory limit
@@ -68,6 +72,10 @@ class Signal:
     HEALTH_READY_LOST: Final = "health.ready_lost"
     HEALTH_GOLDEN_FAILED: Final = "health.golden_failed"
     HEALTH_PIPELINE_FAILED: Final = "health.pipeline_failed"
+
+    @staticmethod
+    def envoy_code(code: int) -> str:
+        return f"{Signal.ENVOY_RQ_CODE_PREFIX}{code}"
 
     @staticmethod
     def feature(name: str) -> str:
@@ -184,6 +192,9 @@ class Sample:
     counters: Mapping[str, float] = field(default_factory=dict)  # cumulative; may reset on process restart
     gauges: Mapping[str, float] = field(default_factory=dict)
     histograms: Mapping[str, Histogram] = field(default_factory=dict)
+    # Signal name, or prefix ending in ".", -> why it cannot be measured now (e.g. the model metrics read failed):
+    # rules reading it are inconclusive with that reason instead of judging stale or absent values.
+    unavailable: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -533,6 +544,16 @@ class SignalHistory:
         start_index = max(0, bisect_right(ts, start_t) - 1)
         start, end = self._frames[start_index], self._frames[end_index]
         return Window(start, end, now, window_s, self._coverage(start_index, end_index, start_t, now))
+
+    def window_since(self, since: float, window_s: float, now: float) -> Window | None:
+        """The window ending at `now`, at most `window_s` long, that starts at the first sample taken at or after
+        `since`: nothing counted before `since` is in it (`window` starts at the sample before its start)."""
+        if since <= now - window_s:
+            return self.window(window_s, now)
+        first = bisect_left(self._ts, since)
+        if first >= len(self._ts):
+            return None
+        return self.window(now - self._ts[first], now)
 
     def _coverage(self, start_index: int, end_index: int, start_t: float, now: float) -> float:
         frames = self._frames

@@ -3,7 +3,8 @@
 For each version the state keeps, from the first entry on:
 
 * cumulative counters under the same names Envoy's stats source uses (`envoy.rq_total`, `envoy.rq_5xx`,
-  `envoy.cx_connect_fail`) plus the ones only the stream sees (4xx, timeouts, no healthy upstream, resets);
+  `envoy.rq_4xx`, `envoy.rq_code.<code>` for 400..599, `envoy.cx_connect_fail`) plus the ones only the stream
+  sees (timeouts, no healthy upstream, resets);
 * the latency histogram `envoy.rq_time_ms` in the bucket layout the Envoy bootstrap configures, so the rules and
   verdicts written against Envoy's stats read the stream unchanged;
 * a latency sketch (DDSketch, 1 % relative accuracy) per time slot, the last few slots merged on demand, for
@@ -35,7 +36,7 @@ _SKETCH_BINS: Final = 512  # 1 % accuracy over 0.05 ms .. 60 s needs ~700 bins; 
 class StreamSignal:
     """Counters only the access-log stream provides (per version, cumulative)."""
 
-    RQ_4XX: Final = "envoy.rq_4xx"
+    RQ_4XX: Final = Signal.ENVOY_RQ_4XX
     RQ_TIMEOUT: Final = "envoy.rq_timeout"  # response flag UT
     NO_HEALTHY_UPSTREAM: Final = "envoy.rq_no_healthy_upstream"  # UH
     RESET: Final = "envoy.rq_reset"  # LR, UR, UC
@@ -170,6 +171,9 @@ class StreamState:
             counters[Signal.ENVOY_RQ_5XX] += 1
         elif entry.status >= 400:
             counters[StreamSignal.RQ_4XX] += 1
+        if 400 <= entry.status <= 599:  # per code, as Envoy's upstream_rq_<code>: at most 200 counters
+            code = Signal.envoy_code(entry.status)
+            counters[code] = counters.get(code, 0.0) + 1
         if entry.flags:
             for bit, name in _FLAG_COUNTERS:
                 if entry.flags & bit:

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
 from agent.alerts.config import AlertsConfig
@@ -33,6 +33,7 @@ from agent.ports.store import StateStore, StoreUnavailableError
 log = logging.getLogger(__name__)
 
 HOLD_PREFIX = "hold:"
+PIN_PREFIX = "pin:"
 
 
 class Procedure(Protocol):
@@ -71,6 +72,11 @@ class Admission:
         self._recent: deque[float] = deque()  # wall times of automatic rollbacks, for the hourly cap
         self._last_rollback: tuple[float, str] | None = None  # (wall time, target)
         self.holds: dict[str, str] = {}
+        # version -> why an operator pinned it: automation moves no traffic away from it (docs/leases.md).
+        self.pins: dict[str, str] = {}
+        # While a rollout of the failing version runs, an automatic rollback becomes the rollout's breach (back one
+        # stage, or to stable): agent.engine.rollout.RolloutDriver.on_breach; None when it is not the rollout's.
+        self.rollout_breach: Callable[[TriggerEvent, str], Awaitable[Decision | None]] | None = None
         traffic.guards = self.blockers
 
     # -- state ----------------------------------------------------------------------------------------------------
@@ -79,6 +85,8 @@ class Admission:
         """Rebuild the memory from the persisted holds and the tail of the audit trail."""
         holds = await self._store.settings_with_prefix(HOLD_PREFIX)
         self.holds = {key.removeprefix(HOLD_PREFIX): why for key, why in holds.items()}
+        pins = await self._store.settings_with_prefix(PIN_PREFIX)
+        self.pins = {key.removeprefix(PIN_PREFIX): why for key, why in pins.items()}
         now = self._wall()
         escalated: set[str] = set()  # keys whose last attempt escalated: retried after the hold-off, as before
         for record in records:
@@ -138,6 +146,44 @@ class Admission:
             self.holds.pop(version, None)
         log.warning("%s %s by %s: %s", "hold on" if held else "hold released on", version, actor, reason)
 
+    async def set_pin(self, version: str, pinned: bool, *, reason: str, actor: str) -> None:
+        """Pin a version (automatic rollbacks that would move traffic away from it are suppressed, with the pin's
+        reason on record) or unpin it; persisted with its audit record."""
+        if version not in self._traffic.versions:
+            raise TrafficChangeError(
+                "invalid_argument", f"unknown version {version!r}; this model has {', '.join(self._traffic.versions)}"
+            )
+        if pinned and self._traffic.desired.weight(version) <= 0:
+            raise TrafficChangeError(
+                "refused",
+                f"{version} receives no traffic (serving {dict(self._traffic.desired.weights)}); pin a "
+                "version that serves",
+            )
+        if not pinned and version not in self.pins:
+            raise TrafficChangeError("invalid_argument", f"{version} is not pinned")
+        value = (reason or "pinned by operator") if pinned else ""
+        event = audit_pb2.PinChanged(version=version, pinned=pinned, reason=reason)
+        try:
+            await self._store.record_setting(PIN_PREFIX + version, value, event, actor)
+        except StoreUnavailableError as exc:
+            raise TrafficChangeError("unavailable", f"{exc}; pin unchanged") from None
+        if pinned:
+            self.pins[version] = value
+        else:
+            self.pins.pop(version, None)
+        log.warning("%s %s by %s: %s", "pinned" if pinned else "unpinned", version, actor, reason)
+
+    def pinned_against(self, failing: str) -> str:
+        """Why moving traffic away from `failing` (to the stable version, or the registry's choice) is suppressed:
+        `failing` is pinned, or another pinned version serves beside it and could lose its traffic; else ""."""
+        if failing in self.pins:
+            return f"{failing} is pinned by an operator ({self.pins[failing]})"
+        policy = self._traffic.desired
+        for version, why in self.pins.items():
+            if version != self._traffic.stable and policy.weight(version) > 0:
+                return f"{version} is pinned by an operator ({why}) and serves beside {failing}"
+        return ""
+
     # -- deciding -------------------------------------------------------------------------------------------------
 
     async def handle(self, event: TriggerEvent) -> Decision:
@@ -177,6 +223,15 @@ class Admission:
             failing = self._failing_version(event)
             if failing is None:
                 return Decision(DecisionOutcome.RECORDED, self._nothing_to_do(event))
+            if (
+                self.rollout_breach is not None
+                and event.cause is not Cause.OPERATOR
+                and not self._traffic.automation.paused
+                and not self.pinned_against(failing)
+            ):
+                handled = await self.rollout_breach(event, failing)
+                if handled is not None:
+                    return handled
             suppressed = self._suppression(event, failing)
             if suppressed:
                 await self._procedure.record_suppressed(event, failing, suppressed)
@@ -210,6 +265,9 @@ class Admission:
             return ""
         if self._traffic.automation.paused:
             return f"automation paused by an operator ({self._traffic.automation.reason})"
+        pinned = self.pinned_against(failing)
+        if pinned:
+            return pinned
         now = self._wall()
         # The cooldown stops ping-pong: right after a rollback moved traffic to a version, accusing that version
         # waits. A version that someone routed traffic to since (a new canary) is rolled back at once.

@@ -34,6 +34,8 @@ class TriggerEvent:
     resolved: bool = False
     # An operator may name the rollback target; automatic triggers never do.
     target: str | None = None
+    # An admin's rollback to a failed or quarantined target (recorded as overridden guards).
+    force: bool = False
 
 
 class DecisionOutcome(enum.StrEnum):

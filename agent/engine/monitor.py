@@ -64,16 +64,17 @@ def verdict_record(verdict: Verdict, source_file: str = "") -> audit_pb2.RuleVer
 
 def merge_samples(parts: Sequence[Mapping[str, Sample]], now: float) -> dict[str, Sample]:
     """One sample per version from the partial samples of every source."""
-    merged: dict[str, tuple[dict[str, float], dict[str, float], dict[str, object]]] = {}
+    merged: dict[str, tuple[dict[str, float], dict[str, float], dict[str, object], dict[str, str]]] = {}
     for part in parts:
         for version, sample in part.items():
-            counters, gauges, histograms = merged.setdefault(version, ({}, {}, {}))
+            counters, gauges, histograms, unavailable = merged.setdefault(version, ({}, {}, {}, {}))
             counters.update(sample.counters)
             gauges.update(sample.gauges)
             histograms.update(sample.histograms)
+            unavailable.update(sample.unavailable)
     return {
-        v: Sample(ts=now, counters=c, gauges=g, histograms=h)  # type: ignore[arg-type]
-        for v, (c, g, h) in merged.items()
+        v: Sample(ts=now, counters=c, gauges=g, histograms=h, unavailable=u)  # type: ignore[arg-type]
+        for v, (c, g, h, u) in merged.items()
     }
 
 
@@ -101,6 +102,7 @@ class Monitor:
         self._stream_min_interval_s = stream_min_interval_s
         self.switch = switch or SourceSwitch()
         self._gauges: dict[str, Mapping[str, float]] = {}  # version -> gauges of the last full tick
+        self._unavailable: dict[str, Mapping[str, str]] = {}  # version -> unmeasurable signals, last full tick
         self._tick_lock = asyncio.Lock()
         self.stream_ticks = 0
         self.rules = rules
@@ -225,6 +227,7 @@ class Monitor:
             parts.insert(0, self.switch.splice(now, readings))
         merged = merge_samples(parts, now)
         self._gauges = {v: s.gauges for v, s in merged.items()}
+        self._unavailable = {v: s.unavailable for v, s in merged.items() if s.unavailable}
         return await self._evaluate(now, merged)
 
     async def _evaluate(self, now: float, samples: Mapping[str, Sample]) -> TickResult:
@@ -241,6 +244,7 @@ class Monitor:
                 stable=self._traffic.stable,
                 serving=[v for v, w in served if w > 0],
                 baselines=self._baselines(),
+                unavailable=self._unavailable,
             )
         )
         self.last_tick = result
@@ -260,13 +264,13 @@ class Monitor:
 
     def _export(self, result: TickResult) -> None:
         model = self._traffic.model
-        gauge, value = self._metrics.rule_state, self._metrics.rule_value
+        gauge = self._metrics.rule_state
         gauge.clear()
-        value.clear()
         for status in result.statuses:
             gauge.labels(model, status.rule, status.version, status.state.value).set(1)
-            if status.verdict.value is not None:
-                value.labels(model, status.rule, status.version).set(status.verdict.value)
+        self._metrics.set_rule_verdicts(
+            (s.rule, s.verdict.kind, s.version, s.verdict.value, s.verdict.threshold) for s in result.statuses
+        )
 
     async def _record_transition(self, transition: Transition) -> None:
         notable = transition.after in (RuleState.FIRING, RuleState.PENDING) or transition.before in (

@@ -24,6 +24,7 @@ from agent.config import RollbackSection
 from agent.domain.records import policy_to_pb, timestamp
 from agent.engine.decisions import Action, Cause, Decision, DecisionOutcome, TriggerEvent, actor_of
 from agent.engine.traffic import ChangeResult, TrafficChangeError, TrafficController
+from agent.log_setup import log_context
 from agent.pb.rollback_agent.v1 import audit_pb2
 from agent.ports.rollback import (
     Archiver,
@@ -49,8 +50,11 @@ class TargetCandidate:
 
 
 class TargetPlanner(Protocol):
-    async def targets(self, failing: str, operator_choice: str | None) -> Sequence[TargetCandidate]:
-        """Eligible rollback targets, best first, each with its static compatibility verdict."""
+    async def targets(
+        self, failing: str, operator_choice: str | None, *, force: bool = False
+    ) -> Sequence[TargetCandidate]:
+        """Eligible rollback targets, best first, each with its static compatibility verdict; `force`: the
+        operator's choice may be failed or quarantined."""
         ...
 
     async def mark_failed(self, version: str, reason: str, actor: str) -> str:
@@ -139,11 +143,26 @@ class RollbackOrchestrator:
         self.escalations: deque[str] = deque(maxlen=20)
         # Called when a follow-up of the same incident starts (verification failed: next target).
         self.on_follow_up: Callable[[], None] = lambda: None
+        # Drills (agent.engine.drill): the id of the registered drill covering a rollback of a version, or "";
+        # and every Rollback record written, so the drill sees its own.
+        self.drill_for: Callable[[str], str] = lambda _version: ""
+        self.on_rollback_record: Callable[[audit_pb2.Rollback], None] = lambda _record: None
+
+    @property
+    def open_rollback(self) -> str:
+        """What rollback procedure is still running (switching, or verifying in the background), or ""."""
+        if self._lock.locked():
+            return "a rollback procedure is running"
+        verifying = [t.get_name() for t in self._background if not t.done()]
+        return f"verification running ({', '.join(verifying)})" if verifying else ""
 
     async def run(self, event: TriggerEvent, failing: str, entered: float) -> Decision:
         """Roll `failing` back (admitted by agent.engine.admission, which owns every reason not to act)."""
         async with self._lock:
-            return await self._rollback(event, failing, entered)
+            rollback_id = uuid.uuid4().hex[:12]
+            # Every log line of the procedure (and of the verification task it starts) names the rollback.
+            with log_context(rollback_id=rollback_id, version=failing):
+                return await self._rollback(event, failing, entered, rollback_id)
 
     async def close(self) -> None:
         for task in list(self._background):
@@ -152,8 +171,7 @@ class RollbackOrchestrator:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    async def _rollback(self, event: TriggerEvent, failing: str, entered: float) -> Decision:
-        rollback_id = uuid.uuid4().hex[:12]
+    async def _rollback(self, event: TriggerEvent, failing: str, entered: float, rollback_id: str) -> Decision:
         clock = _PhaseClock(wall=self._wall, perf=self._perf)
         clock.add("detect", (self._perf() - entered) * 1000.0, "ok", event.summary)
         previous = self._traffic.desired
@@ -162,10 +180,16 @@ class RollbackOrchestrator:
             from_version=failing,
             trigger=event.record,
             from_policy=policy_to_pb(previous),
+            drill_id=self.drill_for(failing),
         )
         operator_choice = event.target if event.cause is Cause.OPERATOR else None
         with clock.phase("select") as phase:
-            candidates = await self._planner.targets(failing, operator_choice)
+            forced = event.force and operator_choice is not None
+            candidates = (
+                await self._planner.targets(failing, operator_choice, force=True)
+                if forced
+                else await self._planner.targets(failing, operator_choice)
+            )
             phase.detail = ", ".join(c.version for c in candidates) or "no verified version older than " + failing
         # The archive starts with the decision but captures only once the switch is over (or the procedure
         # escalates): captured beside the switch, it doubled decision -> ACK on a real Envoy (Envoy's main thread
@@ -175,7 +199,7 @@ class RollbackOrchestrator:
         archive_task = asyncio.create_task(
             self._archive(rollback_id, failing, event, gate), name=f"archive-{rollback_id}"
         )
-        target = await self._choose_target(rollback_id, candidates, record, clock)
+        target = await self._choose_target(rollback_id, candidates, record, clock, forced=forced)
         if target is None:
             detail = "no eligible rollback target: " + (
                 "; ".join(f"{s.version}: {s.reason}" for s in record.skipped) or "none verified"
@@ -192,6 +216,7 @@ class RollbackOrchestrator:
                     entered_at=entered,
                     trigger=event.record,
                     rollback_id=rollback_id,
+                    force=event.force and event.cause is Cause.OPERATOR,
                 )
                 nodes = ", ".join(c.node for c in change.confirmations)
                 phase.detail = f"route {change.route_version} ACKed by {nodes}"
@@ -204,16 +229,10 @@ class RollbackOrchestrator:
         clock.add("ack", change.decision_to_ack_ms, "ok", f"decision to ACK {change.decision_to_ack_ms:.1f} ms")
         with clock.phase("mark") as phase:
             why = f"rollback {rollback_id}: {event.summary}"
-            previous_status = await self._planner.mark_failed(failing, why, actor_of(event))
-            marked = str(self._planner.rolled_back_status)
-            phase.detail = f"{failing}: {previous_status} -> {marked}"
-            if previous_status not in ("unknown", marked):  # the status change goes into the audit chain too
-                await self._store.append(
-                    audit_pb2.VersionStatusChanged(
-                        version=failing, from_status=previous_status, to_status=marked, reason=why
-                    ),
-                    actor_of(event),
-                )
+            if record.drill_id:  # a drill's fault: the version is not at fault, its status stays
+                phase.outcome, phase.detail = "skipped", f"drill {record.drill_id}: {failing} keeps its status"
+            else:
+                phase.detail = await self._mark_failed(failing, why, event)
         log.warning(
             "rollback %s: %s -> %s in %.1f ms (%s)",
             rollback_id,
@@ -230,8 +249,21 @@ class RollbackOrchestrator:
         switched.detail = f"traffic moved {failing} -> {target}; verification of {target} pending"
         switched.phases.extend(clock.phases)
         await self._store.append(switched, actor_of(event))
+        self.on_rollback_record(switched)
         self._spawn(self._after_switch(record, clock, event, target, archive_task), f"verify-{rollback_id}")
         return Decision(DecisionOutcome.ROLLED_BACK, f"rolled back {failing} -> {target}", rollback_id, target)
+
+    async def _mark_failed(self, failing: str, why: str, event: TriggerEvent) -> str:
+        previous_status = await self._planner.mark_failed(failing, why, actor_of(event))
+        marked = str(self._planner.rolled_back_status)
+        if previous_status not in ("unknown", marked):  # the status change goes into the audit chain too
+            await self._store.append(
+                audit_pb2.VersionStatusChanged(
+                    version=failing, from_status=previous_status, to_status=marked, reason=why
+                ),
+                actor_of(event),
+            )
+        return f"{failing}: {previous_status} -> {marked}"
 
     async def _choose_target(
         self,
@@ -239,10 +271,13 @@ class RollbackOrchestrator:
         candidates: Sequence[TargetCandidate],
         record: audit_pb2.Rollback,
         clock: _PhaseClock,
+        *,
+        forced: bool = False,
     ) -> str | None:
         """The first candidate that is compatible, healthy and loaded (warmed if need be, then checked again).
 
-        Every skipped candidate goes into the record with its reason; the next older one is tried.
+        Every skipped candidate goes into the record with its reason; the next older one is tried. `forced`: an
+        admin's named target may be failed, quarantined or held (the switch records the overridden guards).
         """
         started, warm_ms, warm_notes = self._perf(), 0.0, []
 
@@ -252,7 +287,7 @@ class RollbackOrchestrator:
 
         target: str | None = None
         for candidate in candidates:
-            reason = await self._validate(candidate)
+            reason = await self._validate(candidate, forced=forced)
             if reason:
                 skip(candidate.version, reason)
                 continue
@@ -268,7 +303,7 @@ class RollbackOrchestrator:
                 warm_ms += (self._perf() - warm_started) * 1000.0
                 warm_notes.append(f"{candidate.version} loaded")
                 # Loaded now: readiness and the golden inference can be judged; judge them before any traffic.
-                reason = await self._validate(candidate, max_age_s=0.0)
+                reason = await self._validate(candidate, max_age_s=0.0, forced=forced)
                 if reason:
                     skip(candidate.version, f"after warm-up: {reason}")
                     continue
@@ -287,11 +322,13 @@ class RollbackOrchestrator:
         clock.add("warm", warm_ms, warm_outcome, "; ".join(warm_notes) or "target already loaded")
         return target
 
-    async def _validate(self, candidate: TargetCandidate, max_age_s: float | None = None) -> str:
+    async def _validate(
+        self, candidate: TargetCandidate, max_age_s: float | None = None, *, forced: bool = False
+    ) -> str:
         if candidate.incompatibilities:
             return "incompatible: " + "; ".join(candidate.incompatibilities)
         blockers = self._traffic.guards(candidate.version)
-        if blockers:
+        if blockers and not forced:
             return "; ".join(blockers)
         age = self.settings.health_max_age_s if max_age_s is None else max_age_s
         checks = await self._health.live_checks(candidate.version, max_age_s=age)
@@ -342,7 +379,9 @@ class RollbackOrchestrator:
             async with self._lock:
                 self.on_follow_up()  # the follow-up is part of the same incident: no cooldown
                 if self._traffic.desired.weight(target) > 0:
-                    await self._rollback(follow_up, target, self._perf())
+                    follow_id = uuid.uuid4().hex[:12]
+                    with log_context(rollback_id=follow_id, version=target):
+                        await self._rollback(follow_up, target, self._perf(), follow_id)
 
     async def _escalate(
         self,
@@ -410,6 +449,7 @@ class RollbackOrchestrator:
             self._metrics.rollback_phase.labels(self._traffic.model, phase.name).observe(phase.duration_ms / 1000.0)
         self._metrics.rollbacks.labels(self._traffic.model, event.cause.value, record.outcome).inc()
         await self._store.append(record, actor_of(event))
+        self.on_rollback_record(record)
 
     async def record_suppressed(self, event: TriggerEvent, failing: str, why: str) -> None:
         record = audit_pb2.Rollback(

@@ -4,6 +4,7 @@ with its static compatibility verdict against the pod's constraints; and the sta
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
@@ -15,6 +16,7 @@ from agent.registry.compatibility import Constraints
 from agent.registry.model import EvidenceCheck
 from agent.registry.planning import plan_rollback
 from agent.registry.selection import TargetRefusedError
+from agent.rollout.machine import GateOutcome, GateResult
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +36,14 @@ class RegistryPlanner:
         self.statuses = {v.tag: str(v.status) for v in versions}
         return self.baselines
 
-    async def targets(self, failing: str, operator_choice: str | None) -> Sequence[TargetCandidate]:
+    async def targets(
+        self, failing: str, operator_choice: str | None, *, force: bool = False
+    ) -> Sequence[TargetCandidate]:
         versions = await self._registry.list_versions()
+        # The guards read these: a status set outside the agent (`quarantine add`) counts from this rollback on.
+        self.statuses = {v.tag: str(v.status) for v in versions}
         try:
-            planned = plan_rollback(versions, failing, self._constraints, operator_choice=operator_choice)
+            planned = plan_rollback(versions, failing, self._constraints, operator_choice=operator_choice, force=force)
         except (TargetRefusedError, UnknownVersionError) as exc:
             log.error("no rollback target for %s: %s", failing, exc)
             return []
@@ -69,3 +75,41 @@ class RegistryPlanner:
             await self._registry.add_evidence(version, check)
         except UnknownVersionError as exc:
             log.error("could not record the verification of %s: %s", version, exc)
+
+    async def mark_stable(self, candidate: str, previous: str, evidence: Sequence[GateResult], actor: str) -> None:
+        """A completed rollout: the candidate is stable with the gates' evidence; the previous stable is verified
+        (a warm standby, and the rollback target: the most recent verified version older than the new one)."""
+        now = datetime.now(UTC)
+        try:
+            for gate in evidence:
+                await self._registry.add_evidence(
+                    candidate,
+                    EvidenceCheck(
+                        name=f"rollout gate {gate.gate}",
+                        value=gate.value if gate.value is not None and math.isfinite(gate.value) else None,
+                        threshold=gate.threshold
+                        if gate.threshold is not None and math.isfinite(gate.threshold)
+                        else None,
+                        passed=gate.outcome is GateOutcome.PASS,
+                        at=now,
+                        approved_by="agent:rollout",
+                        detail=gate.reason,
+                    ),
+                )
+            await self._registry.set_status(candidate, VersionStatus.STABLE, "rollout completed", actor)
+            await self._registry.set_status(previous, VersionStatus.VERIFIED, f"standby after {candidate}", actor)
+        except (UnknownVersionError, StatusTransitionError) as exc:
+            log.error("could not mark %s stable: %s", candidate, exc)
+            return
+        self.statuses[candidate] = VersionStatus.STABLE.value
+        self.statuses[previous] = VersionStatus.VERIFIED.value
+
+    async def mark_quarantined(self, version: str, reason: str, actor: str) -> None:
+        """An aborted rollout: failed, then quarantined (clearing the quarantine restores failed)."""
+        try:
+            await self._registry.set_status(version, VersionStatus.FAILED, reason, actor)
+            await self._registry.set_status(version, VersionStatus.QUARANTINED, reason, actor)
+        except (UnknownVersionError, StatusTransitionError) as exc:
+            log.error("could not quarantine %s: %s", version, exc)
+            return
+        self.statuses[version] = VersionStatus.QUARANTINED.value

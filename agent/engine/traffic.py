@@ -10,10 +10,11 @@ outcome, which the next start reconciles (agent.engine.reconcile).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from agent.domain.records import policy_to_pb
@@ -172,6 +173,13 @@ class TrafficController:
                 "invalid_argument", f"unknown version {target!r}; this model has {', '.join(self.versions)}"
             )
         return await self.set_weights({target: 100}, reason=reason, actor=actor, entered_at=entered_at)
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """Other changes of the data plane (batch-job lease routes) run one at a time with weight changes: a publish
+        while another waits for its ACKs would supersede it."""
+        async with self._lock:
+            yield
 
     async def set_paused(self, paused: bool, *, reason: str, actor: str) -> Automation:
         async with self._lock:

@@ -34,6 +34,8 @@ IDENTITIES = web.AppKey("identities", Identities)
 IDENTITY = web.RequestKey("identity", Identity)
 DECISIONS = web.AppKey("decisions", DecisionHandler)
 ADMISSION = web.AppKey("admission", Admission)
+# Paths served without a token: the status page's own files, which hold no data (agent.http.status_page).
+PUBLIC_PATHS = web.AppKey("public_paths", frozenset[str])
 MAX_BODY_BYTES = 64 * 1024
 
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -59,6 +61,8 @@ def error_response(status: int, code: str, message: str) -> web.Response:
 
 @web.middleware
 async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.method in ("GET", "HEAD") and request.path in request.app.get(PUBLIC_PATHS, frozenset()):
+        return await handler(request)
     header = request.headers.get("Authorization", "")
     scheme, _, presented = header.partition(" ")
     # aiohttp keeps header bytes that are not UTF-8 as surrogate escapes: compare the bytes as sent.
@@ -168,6 +172,10 @@ async def rollback(request: web.Request) -> web.Response:
         body = await parse_body(request, control_pb2.RollbackRequest)
         if not body.reason:
             raise TrafficChangeError("invalid_argument", "a rollback needs a reason")
+        if body.force and not body.to_version:
+            raise TrafficChangeError("invalid_argument", "force needs a named target (to_version)")
+        if body.force and not request[IDENTITY].role.allows(Role.ADMIN):
+            return _forbidden(request, request[IDENTITY], Role.ADMIN, "forcing a rollback target (force: true)")
         controller = request.app[CONTROLLER]
         target = body.to_version or None
         if target is not None and target not in controller.versions:
@@ -188,6 +196,7 @@ async def rollback(request: web.Request) -> web.Response:
         summary=f"operator {identity}: {body.reason}",
         record=_operator_trigger(request, body.reason, body.actor),
         target=target,
+        force=body.force,
     )
     try:
         decision = await decisions.handle(event)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from agent.adapters.xds.cache import SnapshotCache
 from agent.adapters.xds.resources import ROUTE_TYPE
@@ -31,7 +32,9 @@ class StatusView:
         admission: Admission | None = None,
         store_id: str = "",
         audit_head: Callable[[], int] = lambda: 0,
+        health_report: Callable[[], Mapping[str, Mapping[str, Any]]] = dict,
     ) -> None:
+        self._health_report = health_report
         self._admission = admission
         self.store_id = store_id
         self._audit_head = audit_head
@@ -42,6 +45,10 @@ class StatusView:
         self._orchestrator = orchestrator
         self._watcher = watcher
         self._registry_statuses = registry_statuses
+        # Batch-job leases, live then recently ended (agent.http.lease_api sets it when leases are served).
+        self.leases: Callable[[], Sequence[control_pb2.Lease]] = tuple
+        # The rollout, None when none was started (agent.http.rollout_api sets it when rollouts are served).
+        self.rollout: Callable[[], control_pb2.RolloutStatus | None] = lambda: None
 
     @staticmethod
     def policy_pb(policy: TrafficPolicy) -> traffic_pb2.TrafficPolicy:
@@ -71,6 +78,7 @@ class StatusView:
                 traffic_pb2.TrafficPolicy(weights=[traffic_pb2.VersionWeight(version=v, weight=w) for v, w in served])
             )
         statuses = self._registry_statuses()
+        health = self._health_report()
         for version in self._config.versions:
             role = "stable" if version.tag == c.stable else "candidate" if version.tag == self._config.candidate else ""
             message.versions.append(
@@ -81,6 +89,8 @@ class StatusView:
                     served_weight=served_weights.get(version.tag, 0),
                     role=role,
                     registry_status=statuses.get(version.tag, ""),
+                    health=_health_checks(health.get(version.tag, {})),
+                    warm_up_unavailable=str(health.get(version.tag, {}).get("warm_up", {}).get("detail", "")),
                 )
             )
         if self._cache is not None:
@@ -107,6 +117,8 @@ class StatusView:
                 )
         if self._admission is not None:
             message.holds.update(self._admission.holds)
+            message.pins.update(self._admission.pins)
+        message.leases.extend(self.leases())
         if self._orchestrator is not None:
             message.escalations.extend(self._orchestrator.escalations)
         message.store_id = self.store_id
@@ -152,3 +164,18 @@ class StatusView:
                     at=timestamp(nack.at),
                 )
             )
+
+
+def _health_checks(report: Mapping[str, Any]) -> list[control_pb2.HealthCheck]:
+    """The version's probe results (each a mapping of ok, detail, age_s) in a fixed order, readiness first."""
+    order = ("ready", "golden_inference", "feature_pipeline")
+    names = sorted(
+        (n for n, r in report.items() if isinstance(r, Mapping) and "age_s" in r),
+        key=lambda n: (order.index(n) if n in order else len(order), n),
+    )
+    return [
+        control_pb2.HealthCheck(
+            name=n, ok=bool(report[n].get("ok")), detail=str(report[n].get("detail", "")), age_s=report[n]["age_s"]
+        )
+        for n in names
+    ]

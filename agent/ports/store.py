@@ -55,4 +55,9 @@ class StateStore(AuditLog, Protocol):
         """Persist a setting and append `event` describing the change in one transaction."""
         ...
 
+    async def put_setting(self, key: str, value: str) -> None:
+        """Persist a setting without a record: progress that is not a decision (a rollout's time in its stage).
+        Whatever reads it back must check it against the records of the decisions it depends on."""
+        ...
+
     async def close(self) -> None: ...

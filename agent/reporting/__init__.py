@@ -3,7 +3,14 @@ over audit records, registry entries and the policy history; the CLI loads those
 
 from agent.reporting.compliance import FORMATS, ReportFormat, compliance_report
 from agent.reporting.report_data import ComplianceReport, build_report
-from agent.reporting.text import format_changes, format_serving_state, format_version, format_versions
+from agent.reporting.rollouts import RolloutRow, rollouts
+from agent.reporting.text import (
+    format_changes,
+    format_rollouts,
+    format_serving_state,
+    format_version,
+    format_versions,
+)
 from agent.reporting.timeline import ServedVersion, ServingState, TrafficChange, changes, history_at
 from agent.reporting.when import format_time, parse_when
 
@@ -11,6 +18,7 @@ __all__ = [
     "FORMATS",
     "ComplianceReport",
     "ReportFormat",
+    "RolloutRow",
     "ServedVersion",
     "ServingState",
     "TrafficChange",
@@ -18,10 +26,12 @@ __all__ = [
     "changes",
     "compliance_report",
     "format_changes",
+    "format_rollouts",
     "format_serving_state",
     "format_time",
     "format_version",
     "format_versions",
     "history_at",
     "parse_when",
+    "rollouts",
 ]

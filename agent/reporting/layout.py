@@ -13,6 +13,7 @@ from agent.registry.model import BaselineMetrics, EvidenceCheck, Provenance, Req
 from agent.reporting.document import Block, Fields, Heading, Paragraph, Table
 from agent.reporting.report_data import ComplianceReport
 from agent.reporting.rollbacks import RollbackRow, StatusChangeRow
+from agent.reporting.rollouts import RolloutRow, evidence_text, split_text
 from agent.reporting.timeline import format_weights
 from agent.reporting.when import format_time
 
@@ -237,6 +238,7 @@ def _summary(report: ComplianceReport) -> list[Block]:
                 ("Average per week", f"{average * 7:.2f}" if average is not None else "-"),
                 ("Traffic changes", str(len(report.traffic_changes))),
                 ("Version status changes", str(len(report.status_changes))),
+                ("Rollout moves", str(len(report.rollouts))),
             )
         ),
     ]
@@ -267,6 +269,45 @@ def _rollback(row: RollbackRow) -> list[Block]:
         ),
         Table(("Skipped target", "Reason"), row.skipped, "no target skipped"),
     ]
+
+
+def rollout_table(rows: Sequence[RolloutRow]) -> Table:
+    """One line per rollout move (shared by the report and `rollback-agent history`)."""
+    return Table(
+        ("Record", "Time", "Candidate", "Move", "Stage", "Split", "Actor", "Outcome", "Reason", "Evidence"),
+        tuple(
+            (
+                str(r.seq),
+                format_time(r.at),
+                r.candidate,
+                r.move,
+                r.stage_change,
+                split_text(r),
+                r.actor,
+                r.phase + (f": {r.error}" if r.error else ""),
+                r.reason,
+                evidence_text(r),
+            )
+            for r in rows
+        ),
+        "no rollout in this period",
+    )
+
+
+def _rollout_evidence(rows: Sequence[RolloutRow]) -> list[Block]:
+    """Each stage change that gates justified, with every gate's figures in full."""
+    blocks: list[Block] = []
+    for r in rows:
+        if not r.evidence:
+            continue
+        blocks.append(Heading(3, f"Record {r.seq}: {r.candidate} {r.move} ({r.stage_change})"))
+        blocks.append(
+            Table(
+                ("Gate", "Outcome", "Value", "Threshold", "Figures"),
+                tuple((g.gate, g.outcome, num(g.value), num(g.threshold), g.reason) for g in r.evidence),
+            )
+        )
+    return blocks
 
 
 def report_blocks(report: ComplianceReport) -> list[Block]:
@@ -328,6 +369,9 @@ def report_blocks(report: ComplianceReport) -> list[Block]:
                 ),
                 "automation was not paused in this period",
             ),
+            Heading(2, "Rollouts"),
+            rollout_table(report.rollouts),
         ]
     )
+    blocks.extend(_rollout_evidence(report.rollouts))
     return blocks

@@ -15,6 +15,7 @@ from agent.domain.audit_verification import SignatureStatus
 from agent.registry.model import Version, VersionSpec
 from agent.reporting.report_data import REPORT_SCHEMA, ComplianceReport
 from agent.reporting.rollbacks import RollbackRow
+from agent.reporting.rollouts import RolloutRow
 from agent.reporting.timeline import TrafficChange
 from agent.reporting.triggers import trigger_data
 from agent.reporting.when import format_time
@@ -107,6 +108,29 @@ def change_data(change: TrafficChange) -> dict[str, Any]:
     }
 
 
+def rollout_data(row: RolloutRow) -> dict[str, Any]:
+    return {
+        "seq": row.seq,
+        "at": format_time(row.at),
+        "actor": row.actor,
+        "candidate": row.candidate,
+        "stable": row.stable,
+        "move": row.move,
+        "phase": row.phase,
+        "from_stage": row.from_stage or None,
+        "to_stage": row.to_stage or None,
+        "candidate_weight": row.candidate_weight,
+        "mirror": row.mirror,
+        "reason": row.reason,
+        "error": row.error or None,
+        "evidence": [
+            {"gate": g.gate, "outcome": g.outcome, "value": g.value, "threshold": g.threshold, "reason": g.reason}
+            for g in row.evidence
+        ],
+        "plan_digest": row.plan_digest,
+    }
+
+
 def signature_data(status: SignatureStatus) -> dict[str, Any]:
     return {
         "status": status.state,
@@ -172,6 +196,7 @@ def report_data(report: ComplianceReport) -> dict[str, Any]:
             {"seq": a.seq, "at": format_time(a.at), "paused": a.paused, "reason": a.reason, "actor": a.actor}
             for a in report.automation
         ],
+        "rollouts": [rollout_data(r) for r in report.rollouts],
     }
 
 

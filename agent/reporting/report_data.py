@@ -26,6 +26,7 @@ from agent.reporting.rollbacks import (
     root_causes,
     status_changes,
 )
+from agent.reporting.rollouts import RolloutRow, rollouts
 from agent.reporting.timeline import TrafficChange, changes
 from agent.reporting.when import from_pb, require_aware
 
@@ -53,6 +54,7 @@ class ComplianceReport:
     traffic_changes: tuple[TrafficChange, ...]
     status_changes: tuple[StatusChangeRow, ...]
     automation: tuple[AutomationRow, ...]
+    rollouts: tuple[RolloutRow, ...]  # every stage change of a rollout, with its evidence
     per_day: tuple[tuple[str, int], ...]
     per_week: tuple[tuple[str, int], ...]
     root_causes: tuple[tuple[str, int], ...]
@@ -124,6 +126,7 @@ def build_report(
         traffic_changes=tuple(changes(own, since)),
         status_changes=tuple(status_changes(own, since)),
         automation=tuple(automation_toggles(own, since)),
+        rollouts=tuple(rollouts(own, since)),
         per_day=tuple(per_day(rows)),
         per_week=tuple(per_week(rows)),
         root_causes=tuple(root_causes(rows)),

@@ -1,4 +1,5 @@
-"""Terminal output of `rollback-agent versions`, `versions show TAG`, `history` and `history --at T`."""
+"""Terminal output of `rollback-agent versions`, `versions show TAG`, `history` (traffic changes, then rollout moves)
+and `history --at T`."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from collections.abc import Mapping, Sequence
 from agent.registry.fallback import created_text
 from agent.registry.model import Version, VersionSpec
 from agent.reporting.document import Block, Fields, Heading, Paragraph, Table
-from agent.reporting.layout import evidence_summary, ms, status_text, version_blocks
+from agent.reporting.layout import evidence_summary, ms, rollout_table, status_text, version_blocks
 from agent.reporting.render_text import render_text
 from agent.reporting.rollbacks import StatusChangeRow
+from agent.reporting.rollouts import RolloutRow
 from agent.reporting.timeline import ServingState, TrafficChange, format_weights
 from agent.reporting.when import format_time
 
@@ -88,6 +90,11 @@ def format_changes(changes: Sequence[TrafficChange]) -> str:
             )
         ]
     )
+
+
+def format_rollouts(rows: Sequence[RolloutRow]) -> str:
+    """`rollback-agent history`, after the traffic changes: every rollout move with its gates' verdicts."""
+    return render_text([Heading(2, "Rollouts"), rollout_table(rows)])
 
 
 def format_serving_state(state: ServingState) -> str:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf import timestamp_pb2
 
-_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+from agent.domain.durations import duration_seconds, has_unit
 
 
 def format_time(at: datetime | None) -> str:
@@ -36,11 +34,10 @@ def require_aware(at: datetime, name: str = "time") -> datetime:
 
 def parse_when(text: str, now: datetime) -> datetime:
     """An RFC 3339 time ("2024-08-12T09:30:00Z", a timezone is required), or an age before `now` ("7d", "12h",
-    "30m", "90s", "2w"). Raises ValueError with an example of each form."""
+    "30m", "90s", "2w", "1d12h": the agent's one duration syntax). Raises ValueError with an example of each form."""
     value = text.strip()
-    match = _RELATIVE.match(value)
-    if match:
-        return now - timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    if has_unit(value):
+        return now - timedelta(seconds=duration_seconds(value))
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:

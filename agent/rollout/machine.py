@@ -152,6 +152,17 @@ class RolloutMachine:
             )
         return self._advance(state, now, Move.ADVANCED, f"every gate of {stage.name} passed", tuple(gates))
 
+    def breach(self, state: RolloutState, now: float, failed: Sequence[GateResult]) -> tuple[RolloutState, Transition]:
+        """A breach reported outside the gates (a rule or an alert that would roll the candidate back): the same
+        as a failing gate. Applies while paused too: going back is always allowed."""
+        if state.status.finished:
+            raise RolloutStateError(f"the rollout of {state.candidate} is {state.status.value}")
+        running = replace(state, status=Status.RUNNING) if state.status is Status.PAUSED else state
+        moved, transition = self._breach(running, now, tuple(failed), tuple(failed))
+        if state.status is Status.PAUSED and not moved.status.finished:
+            moved = replace(moved, status=Status.PAUSED)
+        return moved, transition
+
     def _advance(
         self, state: RolloutState, now: float, move: Move, reason: str, evidence: tuple[GateResult, ...]
     ) -> tuple[RolloutState, Transition]:

@@ -13,6 +13,7 @@ A breach of any gate goes back one stage (`on_breach: previous_stage`, the defau
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Final, Literal, Self
 
@@ -33,10 +34,17 @@ from agent.triggers.rule import RULE_NAME_PATTERN
 from agent.triggers.units import Duration, PositiveDuration, Ratio
 
 STAGE_NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+# The shipped plans per tier (rules/tiers/rollout-<tier>.yaml in the repository link here).
+SHIPPED_PLANS_DIR: Final = Path(__file__).resolve().parent / "plans"
 # Signals a relative gate or the judge can compare (the stream keeps raw samples of these per request).
-RelativeSignal = Literal["error_rate", "latency_p99_ms", "latency_p50_ms", "confidence_mean"]
+# `agreement_rate` and `abs_error_mean` compare both versions' answers to the same mirrored requests (shadow stages,
+# agent/domain/shadow.py); stable's figure is its agreement with itself (1) and its error against itself (0).
+RelativeSignal = Literal[
+    "error_rate", "latency_p99_ms", "latency_p50_ms", "confidence_mean", "agreement_rate", "abs_error_mean"
+]
 JudgeSignal = Literal["latency_ms", "error", "confidence"]
-LOWER_IS_WORSE: Final = frozenset({"confidence_mean", "confidence"})
+LOWER_IS_WORSE: Final = frozenset({"confidence_mean", "confidence", "agreement_rate"})
+SHADOW_SIGNALS: Final = frozenset({"agreement_rate", "abs_error_mean"})
 
 
 class _Strict(BaseModel):
@@ -109,6 +117,10 @@ class Stage(_Strict):
     def _judgeable(self) -> Self:
         if self.weight == 0 and self.mirror == 0:
             raise ValueError("give the stage a weight (live traffic) or a mirror share (shadow)")
+        if self.mirror == 0:
+            shadow = [g.name for g in self.gates if isinstance(g, RelativeGate) and g.signal in SHADOW_SIGNALS]
+            if shadow:
+                raise ValueError(f"gates {shadow} compare mirrored answers; give the stage a mirror share")
         if self.weight == 100:
             comparing = [g.name for g in self.gates if not isinstance(g, RuleGate)]
             if comparing:
@@ -166,3 +178,40 @@ def parse_plan(text: str | bytes, source: str) -> RolloutPlan:
 
 def load_plan(path: Path) -> RolloutPlan:
     return parse_plan(read_yaml_file(path, "rollout plan"), str(path))
+
+
+def shipped_plan(tier: str) -> Path:
+    return SHIPPED_PLANS_DIR / f"{tier}.yaml"
+
+
+def rule_gates(plan: RolloutPlan) -> set[str]:
+    """The rule names the plan's gates refer to."""
+    return {g.rule for stage in plan.stages for g in stage.gates if isinstance(g, RuleGate)}
+
+
+def is_plan(data: object) -> bool:
+    """A mapping with `stages` (or `rollout: {stages}`) and no `rules`: a rollout plan, not a rule file."""
+    if isinstance(data, dict) and set(data) == {"rollout"}:
+        data = data["rollout"]
+    return isinstance(data, dict) and "stages" in data and "rules" not in data
+
+
+def split_plan_files(paths: Sequence[Path]) -> tuple[list[Path], list[RuleError]]:
+    """For `rules check`: the files that are not rollout plans, and the errors of those that are (checked here)."""
+    others: list[Path] = []
+    errors: list[RuleError] = []
+    for path in paths:
+        try:
+            text = read_yaml_file(path, "rule file")
+            parsed = parse_yaml(text, str(path))
+        except RuleFileError:
+            others.append(path)  # the rule checker reports it
+            continue
+        if not is_plan(parsed.data):
+            others.append(path)
+            continue
+        try:
+            parse_plan(text, str(path))
+        except RuleFileError as exc:
+            errors.extend(exc.errors)
+    return others, errors

@@ -19,6 +19,7 @@ from agent.domain.signals import Baseline, SignalHistory
 from agent.triggers.context import VersionContext
 from agent.triggers.rule import RuleBase, VersionSelector
 from agent.triggers.ruleset import EMPTY_RULE_SET, RuleSet
+from agent.triggers.signal_reads import unmeasurable
 from agent.triggers.verdict import Verdict, VerdictStatus
 
 
@@ -36,6 +37,8 @@ class EngineInput:
     stable: str | None  # the stable version (never a rollback target of its own rules' decisions)
     serving: Collection[str]  # versions currently receiving traffic
     baselines: Mapping[str, Baseline] = field(default_factory=dict)
+    # version -> signal name or prefix -> why it cannot be measured now (agent.domain.signals.Sample.unavailable)
+    unavailable: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 class RuleStatus(NamedTuple):
@@ -183,7 +186,10 @@ class RuleEngine:
                 if track is None:
                     track = tracks[version] = _Track(now)
                 before = track.state
-                verdict = rule.evaluate(contexts[version], stable, before is RuleState.FIRING)
+                ctx = contexts[version]
+                verdict = unmeasurable(rule, ctx, inputs.unavailable.get(version)) or rule.evaluate(
+                    ctx, stable, before is RuleState.FIRING
+                )
                 after = track.update(rule, verdict, now)
                 if after is not before:
                     transitions.append(Transition(rule.name, version, before, after, now, verdict))

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import re
 from functools import lru_cache
-from typing import Annotated, Any, Final
+from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field
 
-_UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION_PART: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_DURATION: Final = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
+from agent.domain.durations import duration_seconds
 
 
 def parse_duration(value: Any) -> Any:
-    """ "30s", "5m", "1h30m", "250ms" -> seconds; numbers pass through. Anything else is left to pydantic."""
+    """ "30s", "5m", "1h30m", "250ms" -> seconds (agent.domain.durations: the agent's one duration syntax); numbers
+    pass through. Anything else is left to pydantic."""
     if isinstance(value, str):
-        text = value.strip().replace(" ", "")
-        if _DURATION.fullmatch(text):
-            return sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
-        try:
-            return float(text)
-        except ValueError:
-            raise ValueError(f"invalid duration {value!r}: use e.g. 30s, 5m, 1h30m or seconds") from None
+        return duration_seconds(value)
     return value
 
 

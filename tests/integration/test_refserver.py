@@ -406,6 +406,7 @@ def test_faults_merge_get_validate_and_clear(server: RefServer) -> None:
         "drift",
         "missing_rate",
         "accuracy_drop",
+        "wrong_answer_rate",
         "unready",
         "leak_mb_per_s",
     }

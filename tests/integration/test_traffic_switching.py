@@ -135,7 +135,7 @@ def test_invalid_config_exits_non_zero_naming_the_field(tmp_path):
         env={**os.environ, "ROLLBACK_AGENT_TOKEN": "x"},
     )
     assert proc.returncode == 2
-    assert f"{bad}:2: versions.0.endpoint: endpoint must be IP:PORT" in proc.stderr
+    assert f"{bad}:2: versions.0.endpoint: endpoint must be HOST:PORT" in proc.stderr
 
 
 def test_missing_token_refuses_to_start(stack):

@@ -31,7 +31,7 @@ def test_good_config_and_paths_relative_to_the_file(tmp_path: Path):
 @pytest.mark.parametrize(
     ("patch", "expected"),
     [
-        (("127.0.0.1:8002", "localhost:8002"), "versions.1.endpoint: endpoint must be IP:PORT"),
+        (("127.0.0.1:8002", "model_v2:8002"), "versions.1.endpoint: endpoint must be HOST:PORT"),
         (("127.0.0.1:8002", "127.0.0.1:99999"), "versions.1.endpoint"),
         (("stable: v1", "stable: v7"), "stable: 'v7' is not one of the versions"),
         (("candidate: v2", "candidate: v1"), "candidate: must differ from stable"),
@@ -91,7 +91,7 @@ def test_status_text_shows_rule_verdicts_holds_and_escalations():
 @pytest.mark.parametrize(
     ("patch", "expected"),
     [
-        (("127.0.0.1:8002", "localhost:8002"), "agent.yaml:5: versions.1.endpoint: endpoint must be IP:PORT"),
+        (("127.0.0.1:8002", "model_v2:8002"), "agent.yaml:5: versions.1.endpoint: endpoint must be HOST:PORT"),
         (("tier: critical", "tier: important"), "agent.yaml:2: model.tier: Input should be"),
         (("stable: v1", "stable: v7"), "agent.yaml:6: stable: 'v7' is not one of the versions"),
         (("state_dir", "stat_dir"), "agent.yaml:8: stat_dir: Extra inputs are not permitted"),

@@ -286,7 +286,7 @@ def test_deployment_runs_model_servers_envoy_and_agent_after_the_bootstrap_init(
         "readOnly": True,
     }
     assert "emptyDir" in r.volume("envoy-bootstrap")
-    assert envoy["image"] == "envoyproxy/envoy:v1.40-latest"
+    assert envoy["image"] == "envoyproxy/envoy:v1.40.0"
     # The init container and the agent read the same agent.yaml, from the chart's ConfigMap.
     for name in ("envoy-bootstrap", "agent"):
         assert r.mount(name, "agent-config") == {

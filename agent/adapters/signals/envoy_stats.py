@@ -1,6 +1,10 @@
-"""Per-version request, 5xx, connect-failure and latency figures from Envoy's own stats (admin /stats/prometheus).
+"""Per-version request, response-code, connect-failure and latency figures from Envoy's own stats
+(admin /stats/prometheus).
 
 Error rate and p99 per version then need nothing from the model server: Envoy sees every request it routed.
+Response codes: the 4xx and 5xx classes (`upstream_rq_4xx`, `upstream_rq_5xx`) and, per code 400..599, Envoy's
+`upstream_rq_<code>` (exposed as `envoy_cluster_upstream_rq{envoy_response_code="404"}`, which prometheus_client
+names `..._total` like the request total: the label tells them apart). A code Envoy has not seen yet has no stat.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ class EnvoyStatsSource:
         by_name = samples_by_name(text)
         counters: dict[str, dict[str, float]] = {v: {} for v in self._clusters.values()}
 
-        def take(metric: str, signal: str, extra: Mapping[str, str] | None = None) -> None:
+        def take(metric: str, signal: str, extra: Mapping[str, str | None] | None = None) -> None:
             # prometheus_client's parser names counter samples with a _total suffix whether Envoy wrote one or not.
             found = by_name.get(metric) or by_name.get(f"{metric}_total") or []
             for s in found:
@@ -56,15 +60,22 @@ class EnvoyStatsSource:
                 if version is not None and all(s.labels.get(k) == v for k, v in (extra or {}).items()):
                     counters[version][signal] = float(s.value)
 
-        take("envoy_cluster_upstream_rq_total", Signal.ENVOY_RQ_TOTAL)
+        take("envoy_cluster_upstream_rq_total", Signal.ENVOY_RQ_TOTAL, {"envoy_response_code": None})
         take("envoy_cluster_upstream_cx_connect_fail", Signal.ENVOY_CX_CONNECT_FAIL)
         take("envoy_cluster_upstream_rq_xx", Signal.ENVOY_RQ_5XX, {"envoy_response_code_class": "5"})
+        take("envoy_cluster_upstream_rq_xx", Signal.ENVOY_RQ_4XX, {"envoy_response_code_class": "4"})
+        for s in by_name.get("envoy_cluster_upstream_rq_total", ()):
+            code = s.labels.get("envoy_response_code", "")
+            version = self._clusters.get(s.labels.get("envoy_cluster_name", ""))
+            if version is not None and code.isdigit() and 400 <= int(code) <= 599:
+                counters[version][Signal.envoy_code(int(code))] = float(s.value)
         result: dict[str, Sample] = {}
         for cluster, version in self._clusters.items():
             found = counters[version]
             if Signal.ENVOY_RQ_TOTAL not in found:
                 continue  # Envoy does not know the cluster (yet): no sample, not zero
             found.setdefault(Signal.ENVOY_RQ_5XX, 0.0)
+            found.setdefault(Signal.ENVOY_RQ_4XX, 0.0)
             found.setdefault(Signal.ENVOY_CX_CONNECT_FAIL, 0.0)
             histograms = {}
             latency = histogram_from(

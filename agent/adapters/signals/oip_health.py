@@ -3,6 +3,10 @@
 Probed continuously (the signal source), so a rollback target's health is usually already known and fresh; the
 rollback asks `live_checks(version, max_age_s)` and re-probes only what is older than that. Also the warmer: the
 OIP repository extension's load call, then waiting for readiness.
+
+A version that shares its server with others (`oip_version`) is probed on its versioned paths
+(`/v2/models/{name}/versions/{v}/...`). The repository API loads a model by name only, never one version of it,
+so such a version is not warmed: the warm-up fails at once with that reason, and the health report says so.
 """
 
 from __future__ import annotations
@@ -34,8 +38,24 @@ class GoldenCheck:
 @dataclass(frozen=True, slots=True)
 class VersionProbe:
     version: str
-    base_url: str  # http://host:port of the model server
+    base_url: str  # http://host:port (or http://name:port, resolved at each probe) of the model server
     oip_model: str
+    oip_version: str | None = None  # the version's number in versioned OIP paths, when several share a server
+
+    @property
+    def model_url(self) -> str:
+        versioned = f"/versions/{self.oip_version}" if self.oip_version is not None else ""
+        return f"{self.base_url}/v2/models/{self.oip_model}{versioned}"
+
+    @property
+    def warm_up_unavailable(self) -> str:
+        """Why the repository API cannot load this version alone ("" when it can)."""
+        if self.oip_version is None:
+            return ""
+        return (
+            f"the OIP repository API loads model {self.oip_model} by name, not version {self.oip_version} alone "
+            "(it shares its server with other versions): load it on the server"
+        )
 
 
 @dataclass
@@ -43,6 +63,8 @@ class _State:
     reachable: bool | None = None
     crashes: float = 0.0
     results: dict[str, tuple[float, CheckResult]] | None = None  # name -> (monotonic time, result)
+    golden_checks: float = 0.0  # golden inferences judged
+    golden_failing: float = 0.0  # consecutive failed ones (0 after a pass): what the `golden` rule kind reads
 
 
 class OipHealthSource:
@@ -109,21 +131,26 @@ class OipHealthSource:
         if not isinstance(entries, list):
             return None
         for entry in entries:
-            if isinstance(entry, dict) and entry.get("name") == probe.oip_model:
-                return str(entry.get("state", "")).upper() or None
+            if not isinstance(entry, dict) or entry.get("name") != probe.oip_model:
+                continue
+            if probe.oip_version is not None and str(entry.get("version")) != probe.oip_version:
+                continue
+            return str(entry.get("state", "")).upper() or None
         return None
 
     async def is_loaded(self, version: str) -> bool:
         probe = self._probes.get(version)
         if probe is None:
             return False
-        status, _ = await self._get(f"{probe.base_url}/v2/models/{probe.oip_model}/ready")
+        status, _ = await self._get(f"{probe.model_url}/ready")
         return status == 200
 
     async def warm(self, version: str, timeout_s: float) -> None:
         probe = self._probes.get(version)
         if probe is None:
             raise WarmUpError(f"no endpoint configured for version {version}")
+        if probe.warm_up_unavailable:
+            raise WarmUpError(f"not attempted: {probe.warm_up_unavailable}")
         url = f"{probe.base_url}/v2/repository/models/{probe.oip_model}/load"
         try:
             async with self._session.post(url, json={}, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
@@ -155,6 +182,12 @@ class OipHealthSource:
             tasks.append(self._check_pipeline(self._pipeline_url))
         for result in await asyncio.gather(*tasks):
             results[result.name] = (time.monotonic(), result)
+            if result.name == "golden_inference":
+                # A version that is not ready (not loaded, down) is the readiness and crash rules' business: only a
+                # ready version's wrong answers make the streak.
+                ready_now = "ready" in results and results["ready"][1].passed
+                state.golden_checks += 1
+                state.golden_failing = state.golden_failing + 1 if ready_now and not result.passed else 0.0
         state.results = results
         ready = results.get("ready")
         if ready is not None:
@@ -165,7 +198,7 @@ class OipHealthSource:
             state.reachable = reachable
 
     async def _check_ready(self, probe: VersionProbe) -> CheckResult:
-        status, detail = await self._get(f"{probe.base_url}/v2/models/{probe.oip_model}/ready")
+        status, detail = await self._get(f"{probe.model_url}/ready")
         if status == 200:
             return CheckResult("ready", True, "ready")
         return CheckResult("ready", False, detail or f"not ready (HTTP {status})")
@@ -176,7 +209,7 @@ class OipHealthSource:
         return CheckResult("feature_pipeline", ok, "reachable" if ok else detail or f"HTTP {status}")
 
     async def _check_golden(self, probe: VersionProbe, golden: GoldenCheck) -> CheckResult:
-        url = f"{probe.base_url}/v2/models/{probe.oip_model}/infer"
+        url = f"{probe.model_url}/infer"
         try:
             async with self._session.post(url, json=dict(golden.request), timeout=self._timeout) as response:
                 if response.status != 200:
@@ -218,7 +251,11 @@ class OipHealthSource:
         ):
             if name in results:
                 gauges[signal] = 1.0 if results[name][1].passed else 0.0
-        return Sample(ts=now, counters={Signal.HEALTH_CRASHES: state.crashes}, gauges=gauges)
+        counters = {Signal.HEALTH_CRASHES: state.crashes}
+        if self._golden is not None:
+            counters[Signal.HEALTH_GOLDEN_CHECKS] = state.golden_checks
+            gauges[Signal.HEALTH_GOLDEN_FAILING] = state.golden_failing
+        return Sample(ts=now, counters=counters, gauges=gauges)
 
     def health_report(self) -> dict[str, dict[str, Any]]:
         """Per version: model loaded, feature pipeline reachable, prediction serving (the seeds' health view)."""
@@ -230,5 +267,7 @@ class OipHealthSource:
             for name, (at, result) in results.items():
                 entry[name] = {"ok": result.passed, "detail": result.detail, "age_s": round(now - at, 3)}
             entry["crashes"] = state.crashes
+            if self._probes[version].warm_up_unavailable:
+                entry["warm_up"] = {"ok": False, "detail": self._probes[version].warm_up_unavailable}
             report[version] = entry
         return report

@@ -306,6 +306,13 @@ class SqliteStateStore:
 
         return self._observed(await self._run(write))
 
+    async def put_setting(self, key: str, value: str) -> None:
+        def write() -> None:
+            with _storage_errors(self.path), self._db:
+                self._db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, value))
+
+        await self._run(write)
+
     # -- the audit log --------------------------------------------------------------------------------------------
 
     def _stamped(self, event: Message, actor: str) -> audit_pb2.AuditRecord:

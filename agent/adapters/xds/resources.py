@@ -1,11 +1,20 @@
-"""Envoy resources for one model: a listener, one STATIC cluster per version, one weighted route.
+"""Envoy resources for one model: a listener, one cluster per version, one weighted route.
 
 Weights live in RDS (over ADS), never in an inline route_config: an RDS change does not drain connections, an LDS
-change would. Clusters carry their endpoints inline (STATIC), so they never wait for EDS to finish warming.
+change would. Clusters carry their endpoints inline, so they never wait for EDS to finish warming: STATIC for an IP
+literal, STRICT_DNS for a host name (a Kubernetes Service), which Envoy resolves and re-resolves itself.
+
+Versions of one model served by one server (MLServer, Triton) differ only in the path: `/v2/models/{name}/...` must
+become `/v2/models/{name}/versions/{v}/...` for the version the weighted split picked. Envoy has no path rewrite per
+weighted cluster, so the listener gets a Lua filter without code of its own, and each weighted cluster that needs a
+rewrite carries its script as per-route Lua config (`typed_per_filter_config`): the split is picked when the filter
+asks for its per-route config, and the router then uses that same cached pick. Weights stay in the one weighted
+route, so an ACK of the route still says exactly what is served.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,9 +25,17 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2
+from envoy.extensions.common.tap.v3 import common_pb2 as tap_common_pb2
+from envoy.extensions.filters.http.lua.v3 import lua_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.http.tap.v3 import tap_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.type.matcher.v3 import string_pb2
+from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+
+from agent.domain.lease import LEASE_HEADER
+from agent.domain.shadow import SHADOW_HEADER as SHADOW_HEADER
 
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
 CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
@@ -31,11 +48,58 @@ PUSH_ORDER = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE)
 VERSION_HEADER = "x-served-by-version"
 
 
+LUA_FILTER = "envoy.filters.http.lua"
+
+# Rewrites /v2/models/{model}[/...] to /v2/models/{model}/versions/{version}[/...]; other paths, and paths that
+# already name a version, pass unchanged. Plain sub/compare only: the model name is data, never a Lua pattern.
+_OIP_VERSION_LUA = """
+local prefix = "/v2/models/" .. %(model)s
+local version = %(version)s
+function envoy_on_request(handle)
+  local path = handle:headers():get(":path")
+  if path == nil or path:sub(1, #prefix) ~= prefix then
+    return
+  end
+  local rest = path:sub(#prefix + 1)
+  local after = rest:sub(1, 1)
+  if rest ~= "" and after ~= "/" and after ~= "?" then
+    return
+  end
+  if rest:sub(1, 10) == "/versions/" then
+    return
+  end
+  handle:headers():replace(":path", prefix .. "/versions/" .. version .. rest)
+end
+"""
+
+
+def _lua_string(value: str) -> str:
+    """A Lua string literal of `value` with every byte escaped: no input can end the literal."""
+    return '"' + "".join(f"\\{byte}" for byte in value.encode()) + '"'
+
+
+@dataclass(frozen=True, slots=True)
+class OipVersionPath:
+    """Requests for `model` go to `/v2/models/{model}/versions/{version}/...` on this upstream."""
+
+    model: str
+    version: str
+
+
 @dataclass(frozen=True, slots=True)
 class VersionUpstream:
     version: str
-    host: str
+    host: str  # an IP literal (STATIC cluster) or a DNS name (STRICT_DNS cluster)
     port: int
+    oip_path: OipVersionPath | None = None  # None: the client's path is forwarded unchanged
+
+    @property
+    def by_name(self) -> bool:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return True
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +119,26 @@ class AccessLogSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ShadowSettings:
+    """Mirrored requests pass through a listener of their own (host:port) on their way to the candidate, so a tap
+    filter there sees the candidate's answers; with `capture`, the live listener gets a tap filter for the answers
+    users got. A tap costs nothing until the agent attaches to it through Envoy's admin API (/tap)."""
+
+    port: int
+    host: str = "127.0.0.1"
+    capture: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorShare:
+    """A share of live requests copied to `cluster` (fire and forget: its answers never reach a user)."""
+
+    version: str
+    cluster: str  # the version's cluster, or the shadow listener's cluster that captures its answers
+    fraction: float  # 0 < fraction <= 1
+
+
+@dataclass(frozen=True, slots=True)
 class ModelTopology:
     """What the agent routes: a model, its versions' upstreams, and where Envoy listens for model traffic."""
 
@@ -65,6 +149,7 @@ class ModelTopology:
     route_timeout_s: float = 15.0
     connect_timeout_s: float = 1.0
     access_log: AccessLogSettings | None = None
+    shadow: ShadowSettings | None = None  # None: mirror straight to the candidate's cluster, no capture
 
     @property
     def listener_name(self) -> str:
@@ -76,6 +161,13 @@ class ModelTopology:
 
     def cluster_name(self, version: str) -> str:
         return f"{self.model}__{version}"
+
+    @property
+    def rewrites_paths(self) -> bool:
+        return any(u.oip_path is not None for u in self.upstreams)
+
+    def upstream(self, version: str) -> VersionUpstream | None:
+        return next((u for u in self.upstreams if u.version == version), None)
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:
@@ -92,9 +184,12 @@ def _pack(message: object) -> any_pb2.Any:
 
 def build_cluster(topology: ModelTopology, upstream: VersionUpstream) -> cluster_pb2.Cluster:
     name = topology.cluster_name(upstream.version)
+    by_name = upstream.by_name
     return cluster_pb2.Cluster(
         name=name,
-        type=cluster_pb2.Cluster.STATIC,
+        type=cluster_pb2.Cluster.STRICT_DNS if by_name else cluster_pb2.Cluster.STATIC,
+        # A Service name usually resolves to IPv4; `localhost` resolves to both and the server may listen on one.
+        dns_lookup_family=cluster_pb2.Cluster.V4_PREFERRED if by_name else cluster_pb2.Cluster.AUTO,
         connect_timeout=_duration(topology.connect_timeout_s),
         load_assignment=endpoint_pb2.ClusterLoadAssignment(
             cluster_name=name,
@@ -128,7 +223,11 @@ def build_listener(topology: ModelTopology) -> listener_pb2.Listener:
                 resource_api_version=config_source_pb2.V3,
             ),
         ),
-        http_filters=[hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_pack(router_pb2.Router()))],
+        http_filters=[
+            *([build_oip_version_filter()] if topology.rewrites_paths else []),
+            *([build_tap_filter(shadow_tap_id(topology.model))] if topology.shadow and topology.shadow.capture else []),
+            hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_pack(router_pb2.Router())),
+        ],
     )
     if topology.access_log is not None:
         manager.access_log.append(build_access_log(topology.access_log))
@@ -149,6 +248,40 @@ def build_listener(topology: ModelTopology) -> listener_pb2.Listener:
     )
 
 
+TAP_FILTER = "envoy.filters.http.tap"
+
+
+def shadow_tap_id(model: str) -> str:
+    """The tap config id of both listeners: Envoy's admin serves one /tap stream at a time, so one id carries the
+    answers users got and the candidate's (told apart by SHADOW_HEADER, which only the shadow route adds)."""
+    return f"{model}-shadow"
+
+
+def build_tap_filter(config_id: str) -> hcm_pb2.HttpFilter:
+    """A tap the agent attaches to through the admin API (/tap with this config id); idle until then."""
+    config = tap_pb2.Tap(
+        common_config=tap_common_pb2.CommonExtensionConfig(admin_config=tap_common_pb2.AdminConfig(config_id=config_id))
+    )
+    return hcm_pb2.HttpFilter(name=TAP_FILTER, typed_config=_pack(config))
+
+
+def build_oip_version_filter() -> hcm_pb2.HttpFilter:
+    """The Lua filter; it runs only on weighted clusters that carry a rewrite script of their own."""
+    config = lua_pb2.Lua(
+        # The rewrite must not re-route: the split already picked this version's cluster.
+        clear_route_cache=wrappers_pb2.BoolValue(value=False),
+    )
+    return hcm_pb2.HttpFilter(name=LUA_FILTER, typed_config=_pack(config))
+
+
+def oip_version_script(oip_path: OipVersionPath) -> str:
+    return _OIP_VERSION_LUA % {"model": _lua_string(oip_path.model), "version": _lua_string(oip_path.version)}
+
+
+def _oip_version_rewrite(oip_path: OipVersionPath) -> any_pb2.Any:
+    return _pack(lua_pb2.LuaPerRoute(source_code=base_pb2.DataSource(inline_string=oip_version_script(oip_path))))
+
+
 def build_access_log(settings: AccessLogSettings) -> accesslog_pb2.AccessLog:
     config = als_pb2.HttpGrpcAccessLogConfig(
         common_config=als_pb2.CommonGrpcAccessLogConfig(
@@ -166,22 +299,34 @@ def build_access_log(settings: AccessLogSettings) -> accesslog_pb2.AccessLog:
     return accesslog_pb2.AccessLog(name="envoy.access_loggers.http_grpc", typed_config=_pack(config))
 
 
-def build_route(topology: ModelTopology, weights: Sequence[tuple[str, int]]) -> route_pb2.RouteConfiguration:
+def build_route(
+    topology: ModelTopology,
+    weights: Sequence[tuple[str, int]],
+    leases: Sequence[tuple[str, str]] = (),
+    mirror: MirrorShare | None = None,
+) -> route_pb2.RouteConfiguration:
     """One catch-all route splitting by weight. Every version is listed, so weights are replaced, never appended.
 
     Each weighted cluster stamps the response with the version that served it (x-served-by-version), which is how
     clients, tests and forensic sampling see which version answered.
+
+    Batch-job leases, (lease id, version), come first: a request whose `x-rollback-lease` header names a live lease
+    goes to the lease's version whatever the weights are; one naming no live lease (expired, released, revoked,
+    mistyped) gets 410 rather than silently landing on another version in the middle of a batch.
     """
-    clusters = [
-        route_components_pb2.WeightedCluster.ClusterWeight(
+    clusters = []
+    for version, weight in weights:
+        cluster = route_components_pb2.WeightedCluster.ClusterWeight(
             name=topology.cluster_name(version),
             weight=wrappers_pb2.UInt32Value(value=weight),
             response_headers_to_add=[
                 _header(VERSION_HEADER, version),
             ],
         )
-        for version, weight in weights
-    ]
+        upstream = topology.upstream(version)
+        if upstream is not None and upstream.oip_path is not None:
+            cluster.typed_per_filter_config[LUA_FILTER].CopyFrom(_oip_version_rewrite(upstream.oip_path))
+        clusters.append(cluster)
     return route_pb2.RouteConfiguration(
         name=topology.route_name,
         virtual_hosts=[
@@ -189,16 +334,76 @@ def build_route(topology: ModelTopology, weights: Sequence[tuple[str, int]]) -> 
                 name=topology.model,
                 domains=["*"],
                 routes=[
+                    *build_lease_routes(topology, leases),
                     route_components_pb2.Route(
                         match=route_components_pb2.RouteMatch(prefix="/"),
                         route=route_components_pb2.RouteAction(
                             weighted_clusters=route_components_pb2.WeightedCluster(clusters=clusters),
                             timeout=_duration(topology.route_timeout_s),
+                            # Shadow: Envoy copies a share of live requests and discards the answers (mirror.py).
+                            request_mirror_policies=_mirror_policies(mirror),
                         ),
                     )
                 ],
             )
         ],
+    )
+
+
+def _mirror_policies(mirror: MirrorShare | None) -> list[route_components_pb2.RouteAction.RequestMirrorPolicy]:
+    if mirror is None or mirror.fraction <= 0:
+        return []
+    return [
+        route_components_pb2.RouteAction.RequestMirrorPolicy(
+            cluster=mirror.cluster,
+            # Per million; Envoy draws per request from the x-request-id, so one request is mirrored or not.
+            runtime_fraction=base_pb2.RuntimeFractionalPercent(
+                default_value=percent_pb2.FractionalPercent(
+                    numerator=round(mirror.fraction * 1_000_000), denominator=percent_pb2.FractionalPercent.MILLION
+                )
+            ),
+        )
+    ]
+
+
+def build_lease_routes(
+    topology: ModelTopology, leases: Sequence[tuple[str, str]]
+) -> list[route_components_pb2.Route]:
+    routes = []
+    for lease_id, version in leases:
+        route = route_components_pb2.Route(
+            name=f"lease-{lease_id}",
+            match=route_components_pb2.RouteMatch(prefix="/", headers=[_lease_header(exact=lease_id)]),
+            route=route_components_pb2.RouteAction(
+                cluster=topology.cluster_name(version), timeout=_duration(topology.route_timeout_s)
+            ),
+            response_headers_to_add=[_header(VERSION_HEADER, version)],
+        )
+        upstream = topology.upstream(version)
+        if upstream is not None and upstream.oip_path is not None:
+            route.typed_per_filter_config[LUA_FILTER].CopyFrom(_oip_version_rewrite(upstream.oip_path))
+        routes.append(route)
+    routes.append(
+        route_components_pb2.Route(
+            name="lease-unknown",
+            match=route_components_pb2.RouteMatch(prefix="/", headers=[_lease_header(exact=None)]),
+            direct_response=route_components_pb2.DirectResponseAction(
+                status=410,
+                body=base_pb2.DataSource(
+                    inline_string=f"{LEASE_HEADER} names no live lease (expired, released, revoked or unknown); "
+                    "rollback-agent lease list shows what happened to it\n"
+                ),
+            ),
+        )
+    )
+    return routes
+
+
+def _lease_header(*, exact: str | None) -> route_components_pb2.HeaderMatcher:
+    if exact is None:
+        return route_components_pb2.HeaderMatcher(name=LEASE_HEADER, present_match=True)
+    return route_components_pb2.HeaderMatcher(
+        name=LEASE_HEADER, string_match=string_pb2.StringMatcher(exact=exact)
     )
 
 
@@ -217,6 +422,29 @@ def referenced_clusters(route: route_pb2.RouteConfiguration) -> set[str]:
             if action.cluster:
                 names.add(action.cluster)
             names.update(c.name for c in action.weighted_clusters.clusters)
+            names.update(m.cluster for m in action.request_mirror_policies)
+    return names
+
+
+def per_cluster_filters(route: route_pb2.RouteConfiguration) -> set[str]:
+    """HTTP filters the route's weighted clusters configure per cluster (they must be in the listener's chain)."""
+    names: set[str] = set()
+    for vhost in route.virtual_hosts:
+        for r in vhost.routes:
+            names.update(r.typed_per_filter_config)
+            for c in r.route.weighted_clusters.clusters:
+                names.update(c.typed_per_filter_config)
+    return names
+
+
+def http_filters(listener: listener_pb2.Listener) -> set[str]:
+    names: set[str] = set()
+    for chain in listener.filter_chains:
+        for f in chain.filters:
+            if f.typed_config.Is(hcm_pb2.HttpConnectionManager.DESCRIPTOR):
+                manager = hcm_pb2.HttpConnectionManager()
+                f.typed_config.Unpack(manager)
+                names.update(h.name for h in manager.http_filters)
     return names
 
 

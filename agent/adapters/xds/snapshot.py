@@ -16,6 +16,15 @@ from envoy.config.route.v3 import route_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
+from agent.adapters.xds.mirror import (
+    Mirror,
+    MirrorError,
+    build_shadow_cluster,
+    build_shadow_listener,
+    build_shadow_route,
+    check_mirror,
+    mirror_share,
+)
 from agent.adapters.xds.resources import (
     CLUSTER_TYPE,
     LISTENER_TYPE,
@@ -24,6 +33,8 @@ from agent.adapters.xds.resources import (
     build_cluster,
     build_listener,
     build_route,
+    http_filters,
+    per_cluster_filters,
     referenced_clusters,
     referenced_route_configs,
 )
@@ -49,6 +60,10 @@ class Snapshot:
     weights: tuple[tuple[str, int], ...] = ()
     # Clusters each route config sends traffic to, for make-before-break ordering per stream.
     route_clusters: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # The live batch-job leases the route carries: (lease id, version).
+    leases: tuple[tuple[str, str], ...] = ()
+    # The share of live requests the route mirrors to a version (shadow), or None.
+    mirror: Mirror | None = None
 
     def version(self, type_url: str) -> str:
         typed = self.types.get(type_url)
@@ -84,6 +99,8 @@ def assemble_snapshot(
     clusters: Sequence[Message],
     routes: Sequence[route_pb2.RouteConfiguration],
     weights: tuple[tuple[str, int], ...] = (),
+    leases: tuple[tuple[str, str], ...] = (),
+    mirror: Mirror | None = None,
 ) -> Snapshot:
     """Check consistency and version the resources. Raises InconsistentSnapshotError naming what is missing."""
     cluster_names = {str(getattr(c, "name", "")) for c in clusters}
@@ -97,12 +114,22 @@ def assemble_snapshot(
                 f"route {route.name!r} references cluster(s) {missing} that the snapshot does not contain"
             )
         route_clusters[route.name] = frozenset(targets)
+    routes_by_name = {r.name: r for r in routes}
     for listener in listeners:
-        missing = sorted(referenced_route_configs(listener) - route_names)
+        referenced = referenced_route_configs(listener)
+        missing = sorted(referenced - route_names)
         if missing:
             raise InconsistentSnapshotError(
                 f"listener {listener.name!r} references route config(s) {missing} that the snapshot does not contain"
             )
+        # A per-cluster config for a filter the listener lacks would be ignored: e.g. no path rewrite per version.
+        chain = http_filters(listener)
+        for name in sorted(referenced):
+            absent = sorted(per_cluster_filters(routes_by_name[name]) - chain)
+            if absent:
+                raise InconsistentSnapshotError(
+                    f"route {name!r} configures filter(s) {absent} per cluster that listener {listener.name!r} lacks"
+                )
     return Snapshot(
         types={
             CLUSTER_TYPE: _typed(clusters),
@@ -111,20 +138,45 @@ def assemble_snapshot(
         },
         weights=weights,
         route_clusters=route_clusters,
+        leases=leases,
+        mirror=mirror,
     )
 
 
-def build_snapshot(topology: ModelTopology, weights: tuple[tuple[str, int], ...]) -> Snapshot:
-    """The snapshot for a model's topology and a traffic split; the split must name only known versions."""
+def build_snapshot(
+    topology: ModelTopology,
+    weights: tuple[tuple[str, int], ...],
+    leases: tuple[tuple[str, str], ...] = (),
+    mirror: Mirror | None = None,
+) -> Snapshot:
+    """The snapshot for a model's topology and a traffic split (and the live batch-job leases: lease id, version;
+    and the share mirrored to a version, see mirror.py); all must name only known versions."""
     known = {u.version for u in topology.upstreams}
     unknown = sorted({v for v, _ in weights} - known)
     if unknown:
         raise InconsistentSnapshotError(f"weights name version(s) {unknown} that have no upstream")
+    unknown = sorted({v for _, v in leases} - known)
+    if unknown:
+        raise InconsistentSnapshotError(f"leases name version(s) {unknown} that have no upstream")
     if sum(w for _, w in weights) <= 0:
         raise InconsistentSnapshotError("the route's weights must sum to more than 0")
+    if mirror is not None:
+        try:
+            check_mirror(topology, mirror)
+        except MirrorError as exc:
+            raise InconsistentSnapshotError(str(exc)) from None
+    listeners = [build_listener(topology)]
+    clusters = [build_cluster(topology, u) for u in topology.upstreams]
+    routes = [build_route(topology, weights, leases, mirror_share(topology, mirror))]
+    if topology.shadow is not None:
+        listeners.append(build_shadow_listener(topology, topology.shadow))
+        clusters.append(build_shadow_cluster(topology, topology.shadow))
+        routes.append(build_shadow_route(topology, mirror))
     return assemble_snapshot(
-        listeners=[build_listener(topology)],
-        clusters=[build_cluster(topology, u) for u in topology.upstreams],
-        routes=[build_route(topology, weights)],
+        listeners=listeners,
+        clusters=clusters,
+        routes=routes,
         weights=weights,
+        leases=leases,
+        mirror=mirror if mirror is not None and mirror.fraction > 0 else None,
     )

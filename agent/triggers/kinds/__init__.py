@@ -13,6 +13,7 @@ from agent.triggers.kinds.crash import CrashRule
 from agent.triggers.kinds.error_rate import ErrorRateRule
 from agent.triggers.kinds.error_rate_sequential import ErrorRateSequentialRule
 from agent.triggers.kinds.feature_drift import FeatureDriftRule
+from agent.triggers.kinds.golden import GoldenRule
 from agent.triggers.kinds.latency import LatencyRule
 from agent.triggers.kinds.latency_sequential import LatencySequentialRule
 from agent.triggers.kinds.missing_features import MissingFeaturesRule
@@ -34,7 +35,8 @@ Rule = Annotated[
     | BusinessMetricRule
     | BurnRateRule
     | ErrorRateSequentialRule
-    | LatencySequentialRule,
+    | LatencySequentialRule
+    | GoldenRule,
     Field(discriminator="kind"),
 ]
 
@@ -52,6 +54,7 @@ RULE_TYPES: Final[dict[str, type[RuleBase]]] = {
     "burn_rate": BurnRateRule,
     "error_rate_sequential": ErrorRateSequentialRule,
     "latency_p99_sequential": LatencySequentialRule,
+    "golden": GoldenRule,
 }
 
 __all__ = [
@@ -63,6 +66,7 @@ __all__ = [
     "ErrorRateRule",
     "ErrorRateSequentialRule",
     "FeatureDriftRule",
+    "GoldenRule",
     "LatencyRule",
     "LatencySequentialRule",
     "MissingFeaturesRule",

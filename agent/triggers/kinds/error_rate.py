@@ -1,4 +1,4 @@
-"""error_rate: failed / total requests of a version over a window."""
+"""error_rate: failed / total requests of a version over a window (what counts as failed: error_rate_counting)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ from typing import Literal
 from pydantic import Field
 
 from agent.triggers.context import VersionContext
-from agent.triggers.kinds.traffic import ERRORS, REQUESTS, TrafficSource
+from agent.triggers.kinds.error_rate_counting import (
+    DEFAULT_COUNT,
+    CountedErrors,
+    ExcludedCodes,
+    count_errors,
+    counting_problems,
+)
+from agent.triggers.kinds.traffic import REQUESTS, TrafficSource
 from agent.triggers.rule import Evidence, RuleBase
 from agent.triggers.units import PositiveDuration, Ratio, format_duration
 from agent.triggers.verdict import Verdict
@@ -23,6 +30,8 @@ class ErrorRateRule(RuleBase):
     source: TrafficSource = "envoy"
     window: PositiveDuration = 30.0
     max_rate: Ratio = 0.05
+    count: CountedErrors = DEFAULT_COUNT
+    exclude: ExcludedCodes = ()
     min_evidence: RequestEvidence = RequestEvidence()
 
     @property
@@ -32,6 +41,9 @@ class ErrorRateRule(RuleBase):
     @property
     def threshold(self) -> float:
         return self.max_rate
+
+    def problems(self) -> list[tuple[str, str]]:
+        return [*super().problems(), *counting_problems(self.source, self.count, self.exclude)]
 
     def evaluate(self, ctx: VersionContext, stable: VersionContext | None, firing: bool) -> Verdict:
         window = self.covered_window(ctx, self.window, "requests")
@@ -50,14 +62,23 @@ class ErrorRateRule(RuleBase):
                 evidence=requests,
                 unit="requests",
             )
-        rate = (window.delta(ERRORS[self.source]) or 0.0) / requests
+        failed = count_errors(window, self.source, self.count, self.exclude)
+        rate = min(failed.errors, requests) / requests
         limit = self.limit(self.max_rate, firing)
         breached = rate > limit
         return self.judged(
             ctx,
             breached,
-            "error rate {:.1%} {} {:.1%}{} over {} ({:,.0f} requests)",
-            (rate, self.comparison(breached), limit, self.limit_note(firing), format_duration(self.window), requests),
+            "error rate {:.1%} {} {:.1%}{} over {} ({:,.0f} requests; failed: {})",
+            (
+                rate,
+                self.comparison(breached),
+                limit,
+                self.limit_note(firing),
+                format_duration(self.window),
+                requests,
+                failed.describe(),
+            ),
             value=rate,
             threshold=limit,
             evidence=requests,

@@ -12,8 +12,15 @@ from pydantic import Field
 
 from agent.domain.signals import Window
 from agent.triggers.context import VersionContext
+from agent.triggers.kinds.error_rate_counting import (
+    DEFAULT_COUNT,
+    CountedErrors,
+    ExcludedCodes,
+    count_errors,
+    counting_problems,
+)
 from agent.triggers.kinds.sequential import SequentialRule, null_rates, window_counts
-from agent.triggers.kinds.traffic import ERRORS, REQUESTS, TrafficSource
+from agent.triggers.kinds.traffic import REQUESTS, TrafficSource
 from agent.triggers.units import Ratio
 from agent.triggers.verdict import Verdict
 
@@ -22,6 +29,8 @@ class ErrorRateSequentialRule(SequentialRule):
     kind: Literal["error_rate_sequential"]
     source: TrafficSource = "envoy"
     max_rate: Ratio = Field(default=0.05, gt=0, lt=1)  # H0: the error rate is at most this
+    count: CountedErrors = DEFAULT_COUNT  # what counts as failed: see error_rate_counting
+    exclude: ExcludedCodes = ()
 
     @property
     def threshold(self) -> float:
@@ -31,16 +40,20 @@ class ErrorRateSequentialRule(SequentialRule):
         found = super().problems()
         if self.clear_threshold is not None and self.clear_threshold <= 0:
             found.append(("clear_threshold", "must be > 0 (the test compares rates by their ratio)"))
-        return found
+        return [*found, *counting_problems(self.source, self.count, self.exclude)]
 
     def evaluate(self, ctx: VersionContext, stable: VersionContext | None, firing: bool) -> Verdict:
-        requests, errors = REQUESTS[self.source], ERRORS[self.source]
+        requests, key = REQUESTS[self.source], ("errors", self.source, self.count, self.exclude)
 
         def measure(window: Window) -> tuple[float, float] | None:
             total = window.delta(requests)
-            return None if total is None else (total, min(total, window.delta(errors) or 0.0))
+            if total is None:
+                return None
+            return total, min(total, count_errors(window, self.source, self.count, self.exclude).errors)
 
-        counts = window_counts(ctx, self.window, ("errors", self.source), measure)
+        counts = window_counts(ctx, self.window, key, measure)
         # While firing, the whole test moves to the clear threshold: clearing needs evidence of a rate below it.
-        null = null_rates(self, self.limit(self.max_rate, firing), ctx, stable, ("errors", self.source), measure)
-        return self.sequential_verdict(ctx, counts, null, "error rate", "failed", firing)
+        null = null_rates(self, self.limit(self.max_rate, firing), ctx, stable, key, measure)
+        labels = [str(t).replace("_", " ") for t in self.count]
+        failed = "failed as " + (f"{', '.join(labels[:-1])} or {labels[-1]}" if len(labels) > 1 else labels[0])
+        return self.sequential_verdict(ctx, counts, null, "error rate", failed, firing)

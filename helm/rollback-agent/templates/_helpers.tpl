@@ -23,6 +23,17 @@ app.kubernetes.io/name: {{ include "rollback-agent.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{/*
+The labels of the pods that run the agent: the chart's own (allInOne) or those of your Deployment's pods (sidecar).
+*/}}
+{{- define "rollback-agent.podSelector" -}}
+{{- if eq (include "rollback-agent.mode" .) "sidecar" -}}
+{{- toYaml .Values.sidecar.podSelector -}}
+{{- else -}}
+{{- include "rollback-agent.selectorLabels" . -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "rollback-agent.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{ include "rollback-agent.selectorLabels" . }}
@@ -37,6 +48,30 @@ Fixed paths inside the pod. The agent image's CMD reads /etc/rollback-agent/agen
 {{- define "rollback-agent.configPath" -}}/etc/rollback-agent/agent.yaml{{- end -}}
 {{- define "rollback-agent.bootstrapDir" -}}/etc/envoy-bootstrap{{- end -}}
 {{- define "rollback-agent.bootstrapPath" -}}/etc/envoy-bootstrap/envoy.yaml{{- end -}}
+
+{{/*
+"allInOne" (the chart owns the model Deployment) or "sidecar" (a parent chart's Deployment includes the agent's part).
+*/}}
+{{- define "rollback-agent.mode" -}}
+{{- $mode := .Values.mode | default "allInOne" | toString -}}
+{{- if not (has $mode (list "allInOne" "sidecar")) -}}
+{{- fail (printf "mode: %q is not a mode: allInOne (the chart runs your model servers) or sidecar (your chart's Deployment includes the agent)" $mode) -}}
+{{- end -}}
+{{- $mode -}}
+{{- end -}}
+
+{{/*
+The version registry file (docs/registry.md): "true" when one is mounted, from registry.file or a ConfigMap of yours.
+*/}}
+{{- define "rollback-agent.registryEnabled" -}}
+{{- $r := .Values.registry | default dict -}}
+{{- if and $r.file $r.existingConfigMap -}}
+{{- fail "registry: set either registry.file or registry.existingConfigMap, not both" -}}
+{{- else if or $r.file $r.existingConfigMap -}}
+true
+{{- end -}}
+{{- end -}}
+{{- define "rollback-agent.registryDir" -}}/etc/rollback-agent/registry{{- end -}}
 
 {{- define "rollback-agent.image" -}}
 {{- $tag := .image.tag | default .default | toString -}}
@@ -105,9 +140,18 @@ needs a port or a path reads it from this (through fromYaml), so the pod spec al
 {{- if or (not $ver.tag) (not $ver.port) -}}
 {{- fail (printf "versions[%d]: each version needs a tag and a port, got %s" $i (toJson $ver)) -}}
 {{- end -}}
-{{- $item := dict "tag" (toString $ver.tag) "endpoint" (printf "127.0.0.1:%d" (int $ver.port)) -}}
+{{- $item := dict "tag" (toString $ver.tag) "endpoint" (printf "%s:%d" (default "127.0.0.1" $ver.host) (int $ver.port)) -}}
+{{- if $ver.oipVersion -}}
+{{- $_ := set $item "oip_version" (toString $ver.oipVersion) -}}
+{{- end -}}
+{{- if $ver.server -}}
+{{- $_ := set $item "server" $ver.server -}}
+{{- end -}}
 {{- if $ver.metricsPath -}}
 {{- $_ := set $item "metrics_path" $ver.metricsPath -}}
+{{- end -}}
+{{- if $ver.memoryLimitMb -}}
+{{- $_ := set $item "memory_limit_mb" $ver.memoryLimitMb -}}
 {{- end -}}
 {{- $versions = append $versions $item -}}
 {{- $tags = append $tags (toString $ver.tag) -}}
@@ -163,6 +207,20 @@ needs a port or a path reads it from this (through fromYaml), so the pod spec al
 {{- end -}}
 {{- $_ := set $cfg "initial_weights" $weights -}}
 {{- end -}}
+{{- if include "rollback-agent.registryEnabled" . -}}
+{{- $_ := set $cfg "registry_file" (printf "%s/registry.yaml" (include "rollback-agent.registryDir" .)) -}}
+{{- end -}}
+{{- with $v.constraints -}}
+{{- $constraints := dict -}}
+{{- range $key, $name := dict "memoryMb" "memory_mb" "cpu" "cpu" "gpu" "gpu" "runtimes" "runtimes" "featureSchema" "feature_schema" -}}
+{{- if hasKey $.Values.constraints $key -}}
+{{- $_ := set $constraints $name (get $.Values.constraints $key) -}}
+{{- end -}}
+{{- end -}}
+{{- if $constraints -}}
+{{- $_ := set $cfg "constraints" $constraints -}}
+{{- end -}}
+{{- end -}}
 {{- if $v.rules.ruleFile -}}
 {{- $rules := dict "file" (printf "%s/%s" $v.rules.mountPath $v.rules.ruleFile) -}}
 {{- if $v.rules.customTiers -}}
@@ -194,8 +252,26 @@ Checks that need more than one value; rendered (for its failures only) by the De
 {{- define "rollback-agent.checks" -}}
 {{- $v := .Values -}}
 {{- $cfg := include "rollback-agent.agentConfig" . | fromYaml -}}
+{{- if eq (include "rollback-agent.mode" .) "allInOne" -}}
 {{- if not $v.modelServers -}}
 {{- fail "modelServers: add at least one model-server container (a Kubernetes container spec) listening on the versions' ports" -}}
+{{- end -}}
+{{- else -}}
+{{- if $v.modelServers -}}
+{{- fail "modelServers: in mode sidecar your own Deployment runs the model servers; leave modelServers empty" -}}
+{{- end -}}
+{{- if not ((($v.sidecar | default dict).podSelector) | default dict) -}}
+{{- fail "sidecar.podSelector: in mode sidecar, give the labels of your model Deployment's pods (e.g. {app: credit-model}): the metrics Service and the PodMonitor select them" -}}
+{{- end -}}
+{{- if $v.state.statefulSet.enabled -}}
+{{- fail "state.statefulSet: in mode sidecar your chart owns the workload; use state.persistence.existingClaim or an emptyDir" -}}
+{{- end -}}
+{{- end -}}
+{{- $reserved := list "agent-config" "rules" "registry" "control-token" "control-tokens" "fleet-dsn" "audit-signing-key" "state" "envoy-bootstrap" "tmp" -}}
+{{- range concat ($v.agent.extraVolumes | default list) ($v.extraVolumes | default list) -}}
+{{- if has .name $reserved -}}
+{{- fail (printf "extraVolumes: the volume name %q is taken by the chart (its volumes: %s)" .name (join ", " $reserved)) -}}
+{{- end -}}
 {{- end -}}
 {{- if and $v.state.persistence.enabled (not $v.state.statefulSet.enabled) (gt (int $v.replicaCount) 1) -}}
 {{- fail "state.persistence: a PersistentVolumeClaim holds one agent's state; with it, replicaCount must be 1 (or set state.statefulSet.enabled: one PVC per pod)" -}}
@@ -218,8 +294,20 @@ Checks that need more than one value; rendered (for its failures only) by the De
   (list "agent http (agent.ports.http)" $cfg.http.port)
   (list "agent control (agent.ports.control)" $cfg.control.listen.port)
 -}}
+{{- $shared := dict -}}
 {{- range $cfg.versions -}}
-{{- $ports = append $ports (list (printf "version %s" .tag) (regexFind "[0-9]+$" .endpoint)) -}}
+{{- if hasPrefix "127.0.0.1:" .endpoint -}}
+{{- $port := regexFind "[0-9]+$" .endpoint -}}
+{{- if .oip_version -}}
+{{- /* versions of one model in one server (oipVersion) share its port: counted once */ -}}
+{{- if not (hasKey $shared $port) -}}
+{{- $ports = append $ports (list (printf "model server of version %s" .tag) $port) -}}
+{{- $_ := set $shared $port true -}}
+{{- end -}}
+{{- else -}}
+{{- $ports = append $ports (list (printf "version %s" .tag) $port) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- range $ports -}}
 {{- $port := toString (int (index . 1)) -}}

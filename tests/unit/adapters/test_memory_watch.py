@@ -219,6 +219,8 @@ async def test_a_server_answering_an_error_has_not_exited(server):
         server.text = metrics(990)
         await source.sample(1.0)
         server.status = 500
-        assert "v2" not in await source.sample(2.0)  # no sample: unknown, not an exit
+        failed = (await source.sample(2.0))["v2"]  # a failed read: unknown, not an exit
+        assert failed.counters[Signal.HEALTH_OOM] == 0
+        assert failed.unavailable["model."].startswith("metrics read failed: HTTP 500 from ")
         server.status = 200
         assert (await source.sample(3.0))["v2"].counters[Signal.HEALTH_OOM] == 0

@@ -182,3 +182,15 @@ def test_a_restart_resumes_the_stage_with_the_time_spent() -> None:
 def test_a_candidate_equal_to_stable_is_refused() -> None:
     with pytest.raises(ValueError, match="is the stable version"):
         machine().start("v1", "v1", 0.0)
+
+
+def test_a_breach_from_outside_the_gates_goes_back_even_while_paused() -> None:
+    m = machine()
+    state, _ = m.start("v2", "v1", 0.0)
+    state, _ = run(m, state, 120)
+    state, _ = m.pause(state, "look")
+    state, result = m.breach(state, 0.0, FAIL)
+    assert result.move is Move.WENT_BACK and state.stage == 1 and state.status is Status.PAUSED
+    state, _ = m.abort(state, 0.0, "enough")
+    with pytest.raises(RolloutStateError):
+        m.breach(state, 0.0, FAIL)

@@ -81,3 +81,33 @@ def test_not_yaml_and_not_a_mapping_are_clear_errors() -> None:
         parse_plan("- a\n- b\n", "p.yaml")
     with pytest.raises(RuleFileError, match=r"p\.yaml"):
         parse_plan(b"\xff\xfe", "p.yaml")
+
+
+def test_shipped_tier_plans_load_and_rules_check_checks_plans_as_plans(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    from agent.cli import main
+    from agent.rollout.plan import load_plan, rule_gates, shipped_plan
+    from agent.triggers import load_rule_set
+
+    repo = Path(__file__).resolve().parents[3]
+    shipped_rules = {rule.name for rule in load_rule_set(repo / "rules" / "default.yaml").rules}
+    for tier in ("critical", "experimental"):
+        plan = load_plan(shipped_plan(tier))
+        assert (repo / "rules" / "tiers" / f"rollout-{tier}.yaml").resolve() == shipped_plan(tier).resolve()
+        assert rule_gates(plan) <= shipped_rules  # every rule gate names a rule of the shipped rule file
+    assert (
+        main(
+            [
+                "rules",
+                "check",
+                str(repo / "rules" / "default.yaml"),
+                *map(str, (repo / "rules" / "tiers").glob("*.yaml")),
+            ]
+        )
+        == 0
+    )
+    bad = tmp_path / "plan.yaml"
+    bad.write_text("stages:\n  - {name: a, weight: 50}\n")
+    assert main(["rules", "check", str(bad)]) == 1
+    assert f"{bad}:1: stages: the last stage (a) must send 100 %" in capsys.readouterr().err

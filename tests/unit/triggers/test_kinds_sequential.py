@@ -34,7 +34,8 @@ def test_severe_fault_breaches_and_the_verdict_names_test_statistic_bound_and_co
     assert (verdict.evidence, verdict.evidence_unit, verdict.window_s) == (50, "requests", 0.5)
     assert verdict.reason == (
         "binomial CUSUM-SPRT log-likelihood ratio 16.0 >= bound 11.5 = ln(1/alpha), alpha 1e-05; "
-        "H0 error rate <= 5.00%, H1 10.00%; 25 of 50 requests failed (50.0%) over the last 500ms"
+        "H0 error rate <= 5.00%, H1 10.00%; 25 of 50 requests failed as 5xx or model failures (50.0%) over the "
+        "last 500ms"
     )
 
 

@@ -21,7 +21,7 @@ class TestErrorRate:
         assert verdict.value == pytest.approx(0.2)
         assert verdict.threshold == 0.05
         assert verdict.evidence == pytest.approx(300)
-        assert verdict.reason == "error rate 20.0% > 5.0% over 30s (300 requests)"
+        assert verdict.reason == "error rate 20.0% > 5.0% over 30s (300 requests; failed: 5xx 60)"
 
     def test_ok_below_threshold(self) -> None:
         stream = Stream()
@@ -45,7 +45,7 @@ class TestErrorRate:
         stream = Stream()
         stream.run(60, inc={Signal.MODEL_REQUESTS: 10, Signal.MODEL_ERRORS: 2, **traffic(10)})
         assert judge(make_rule("error_rate", source="model"), stream).status is BREACH
-        assert judge(make_rule("error_rate"), stream).status is OK
+        assert judge(make_rule("error_rate", count=["5xx"]), stream).status is OK
 
     def test_counter_reset_inside_the_window_does_not_fake_a_breach_or_hide_one(self) -> None:
         stream = Stream()

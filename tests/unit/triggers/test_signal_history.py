@@ -155,3 +155,16 @@ def test_non_finite_values_are_treated_as_not_reported() -> None:
     history.append(Sample(3.0, {RQ: 15}, {"g": 2.0}))
     assert history.delta(RQ, 10) == 5
     assert history.latest_gauge("g") == 2.0
+
+
+def test_a_window_since_a_moment_counts_nothing_from_before_it() -> None:
+    history = SignalHistory()
+    for t, total in ((0.0, 0), (1.0, 100), (2.0, 200), (3.0, 210), (4.0, 220)):
+        history.append(Sample(t, {RQ: total}))
+    # From 1.5: the first sample at or after it is at 2.0, so the 100 requests of 1.0-2.0 are not in the window
+    # (`window(2.5)` starts at the sample before 1.5 and counts them).
+    window = history.window_since(1.5, 60.0, 4.0)
+    assert window is not None and window.delta(RQ) == pytest.approx(20)
+    assert history.window(2.5, 4.0).delta(RQ) == pytest.approx(120)  # type: ignore[union-attr]
+    assert history.window_since(-math.inf, 2.0, 4.0).delta(RQ) == pytest.approx(20)  # type: ignore[union-attr]
+    assert history.window_since(4.5, 60.0, 4.5) is None

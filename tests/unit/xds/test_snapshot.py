@@ -9,7 +9,7 @@ from tests.unit.xds.helpers import TOPOLOGY
 def route_weights(snapshot):
     route = route_pb2.RouteConfiguration()
     next(iter(snapshot.types[ROUTE_TYPE].resources.values())).Unpack(route)
-    clusters = route.virtual_hosts[0].routes[0].route.weighted_clusters.clusters
+    clusters = route.virtual_hosts[0].routes[-1].route.weighted_clusters.clusters
     return [(c.name, c.weight.value) for c in clusters]
 
 

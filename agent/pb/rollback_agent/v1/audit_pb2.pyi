@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AuditRecord(_message.Message):
-    __slots__ = ("seq", "at", "model", "actor", "traffic_changed", "config_rejected", "automation_toggled", "rollback", "version_status_changed", "rules_reloaded", "verdict_changed", "traffic_intent", "hold_changed", "state_established", "rollback_interrupted", "prev_hash", "hash", "key_id", "signature_alg", "signature")
+    __slots__ = ("seq", "at", "model", "actor", "traffic_changed", "config_rejected", "automation_toggled", "rollback", "version_status_changed", "rules_reloaded", "verdict_changed", "traffic_intent", "hold_changed", "state_established", "rollback_interrupted", "drill_started", "drill_finished", "rollout_changed", "lease_changed", "pin_changed", "mirror_changed", "prev_hash", "hash", "key_id", "signature_alg", "signature")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,12 @@ class AuditRecord(_message.Message):
     HOLD_CHANGED_FIELD_NUMBER: _ClassVar[int]
     STATE_ESTABLISHED_FIELD_NUMBER: _ClassVar[int]
     ROLLBACK_INTERRUPTED_FIELD_NUMBER: _ClassVar[int]
+    DRILL_STARTED_FIELD_NUMBER: _ClassVar[int]
+    DRILL_FINISHED_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    LEASE_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    PIN_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    MIRROR_CHANGED_FIELD_NUMBER: _ClassVar[int]
     PREV_HASH_FIELD_NUMBER: _ClassVar[int]
     HASH_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -47,12 +53,18 @@ class AuditRecord(_message.Message):
     hold_changed: HoldChanged
     state_established: StateEstablished
     rollback_interrupted: RollbackInterrupted
+    drill_started: DrillStarted
+    drill_finished: DrillFinished
+    rollout_changed: RolloutChanged
+    lease_changed: LeaseChanged
+    pin_changed: PinChanged
+    mirror_changed: MirrorChanged
     prev_hash: bytes
     hash: bytes
     key_id: str
     signature_alg: str
     signature: bytes
-    def __init__(self, seq: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[str] = ..., actor: _Optional[str] = ..., traffic_changed: _Optional[_Union[TrafficChanged, _Mapping]] = ..., config_rejected: _Optional[_Union[ConfigRejected, _Mapping]] = ..., automation_toggled: _Optional[_Union[AutomationToggled, _Mapping]] = ..., rollback: _Optional[_Union[Rollback, _Mapping]] = ..., version_status_changed: _Optional[_Union[VersionStatusChanged, _Mapping]] = ..., rules_reloaded: _Optional[_Union[RulesReloaded, _Mapping]] = ..., verdict_changed: _Optional[_Union[VerdictChanged, _Mapping]] = ..., traffic_intent: _Optional[_Union[TrafficIntent, _Mapping]] = ..., hold_changed: _Optional[_Union[HoldChanged, _Mapping]] = ..., state_established: _Optional[_Union[StateEstablished, _Mapping]] = ..., rollback_interrupted: _Optional[_Union[RollbackInterrupted, _Mapping]] = ..., prev_hash: _Optional[bytes] = ..., hash: _Optional[bytes] = ..., key_id: _Optional[str] = ..., signature_alg: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, seq: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[str] = ..., actor: _Optional[str] = ..., traffic_changed: _Optional[_Union[TrafficChanged, _Mapping]] = ..., config_rejected: _Optional[_Union[ConfigRejected, _Mapping]] = ..., automation_toggled: _Optional[_Union[AutomationToggled, _Mapping]] = ..., rollback: _Optional[_Union[Rollback, _Mapping]] = ..., version_status_changed: _Optional[_Union[VersionStatusChanged, _Mapping]] = ..., rules_reloaded: _Optional[_Union[RulesReloaded, _Mapping]] = ..., verdict_changed: _Optional[_Union[VerdictChanged, _Mapping]] = ..., traffic_intent: _Optional[_Union[TrafficIntent, _Mapping]] = ..., hold_changed: _Optional[_Union[HoldChanged, _Mapping]] = ..., state_established: _Optional[_Union[StateEstablished, _Mapping]] = ..., rollback_interrupted: _Optional[_Union[RollbackInterrupted, _Mapping]] = ..., drill_started: _Optional[_Union[DrillStarted, _Mapping]] = ..., drill_finished: _Optional[_Union[DrillFinished, _Mapping]] = ..., rollout_changed: _Optional[_Union[RolloutChanged, _Mapping]] = ..., lease_changed: _Optional[_Union[LeaseChanged, _Mapping]] = ..., pin_changed: _Optional[_Union[PinChanged, _Mapping]] = ..., mirror_changed: _Optional[_Union[MirrorChanged, _Mapping]] = ..., prev_hash: _Optional[bytes] = ..., hash: _Optional[bytes] = ..., key_id: _Optional[str] = ..., signature_alg: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class TrafficIntent(_message.Message):
     __slots__ = ("intent_id", "from_policy", "to_policy", "reason", "rollback_id", "trigger", "forced", "overridden")
@@ -219,7 +231,7 @@ class SkippedTarget(_message.Message):
     def __init__(self, version: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Rollback(_message.Message):
-    __slots__ = ("rollback_id", "from_version", "to_version", "trigger", "phases", "skipped", "outcome", "from_policy", "to_policy", "archive_path", "archive_sha256", "detail")
+    __slots__ = ("rollback_id", "from_version", "to_version", "trigger", "phases", "skipped", "outcome", "from_policy", "to_policy", "archive_path", "archive_sha256", "detail", "drill_id")
     ROLLBACK_ID_FIELD_NUMBER: _ClassVar[int]
     FROM_VERSION_FIELD_NUMBER: _ClassVar[int]
     TO_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -232,6 +244,7 @@ class Rollback(_message.Message):
     ARCHIVE_PATH_FIELD_NUMBER: _ClassVar[int]
     ARCHIVE_SHA256_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    DRILL_ID_FIELD_NUMBER: _ClassVar[int]
     rollback_id: str
     from_version: str
     to_version: str
@@ -244,7 +257,8 @@ class Rollback(_message.Message):
     archive_path: str
     archive_sha256: str
     detail: str
-    def __init__(self, rollback_id: _Optional[str] = ..., from_version: _Optional[str] = ..., to_version: _Optional[str] = ..., trigger: _Optional[_Union[Trigger, _Mapping]] = ..., phases: _Optional[_Iterable[_Union[Phase, _Mapping]]] = ..., skipped: _Optional[_Iterable[_Union[SkippedTarget, _Mapping]]] = ..., outcome: _Optional[str] = ..., from_policy: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., to_policy: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., archive_path: _Optional[str] = ..., archive_sha256: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+    drill_id: str
+    def __init__(self, rollback_id: _Optional[str] = ..., from_version: _Optional[str] = ..., to_version: _Optional[str] = ..., trigger: _Optional[_Union[Trigger, _Mapping]] = ..., phases: _Optional[_Iterable[_Union[Phase, _Mapping]]] = ..., skipped: _Optional[_Iterable[_Union[SkippedTarget, _Mapping]]] = ..., outcome: _Optional[str] = ..., from_policy: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., to_policy: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., archive_path: _Optional[str] = ..., archive_sha256: _Optional[str] = ..., detail: _Optional[str] = ..., drill_id: _Optional[str] = ...) -> None: ...
 
 class VersionStatusChanged(_message.Message):
     __slots__ = ("version", "from_status", "to_status", "reason")
@@ -319,3 +333,145 @@ class RollbackInterrupted(_message.Message):
     stage: str
     detail: str
     def __init__(self, rollback_id: _Optional[str] = ..., from_version: _Optional[str] = ..., to_version: _Optional[str] = ..., stage: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class DrillStarted(_message.Message):
+    __slots__ = ("drill_id", "version", "fault", "reason", "policy", "ttl_s", "schedule")
+    DRILL_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FAULT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    TTL_S_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    drill_id: str
+    version: str
+    fault: str
+    reason: str
+    policy: _traffic_pb2.TrafficPolicy
+    ttl_s: float
+    schedule: str
+    def __init__(self, drill_id: _Optional[str] = ..., version: _Optional[str] = ..., fault: _Optional[str] = ..., reason: _Optional[str] = ..., policy: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., ttl_s: _Optional[float] = ..., schedule: _Optional[str] = ...) -> None: ...
+
+class DrillFinished(_message.Message):
+    __slots__ = ("drill_id", "version", "outcome", "detail", "phases", "rollback_id", "restored_policy")
+    DRILL_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    PHASES_FIELD_NUMBER: _ClassVar[int]
+    ROLLBACK_ID_FIELD_NUMBER: _ClassVar[int]
+    RESTORED_POLICY_FIELD_NUMBER: _ClassVar[int]
+    drill_id: str
+    version: str
+    outcome: str
+    detail: str
+    phases: _containers.RepeatedCompositeFieldContainer[Phase]
+    rollback_id: str
+    restored_policy: _traffic_pb2.TrafficPolicy
+    def __init__(self, drill_id: _Optional[str] = ..., version: _Optional[str] = ..., outcome: _Optional[str] = ..., detail: _Optional[str] = ..., phases: _Optional[_Iterable[_Union[Phase, _Mapping]]] = ..., rollback_id: _Optional[str] = ..., restored_policy: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ...) -> None: ...
+
+class GateEvidence(_message.Message):
+    __slots__ = ("gate", "outcome", "reason", "value", "threshold")
+    GATE_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    gate: str
+    outcome: str
+    reason: str
+    value: float
+    threshold: float
+    def __init__(self, gate: _Optional[str] = ..., outcome: _Optional[str] = ..., reason: _Optional[str] = ..., value: _Optional[float] = ..., threshold: _Optional[float] = ...) -> None: ...
+
+class RolloutChanged(_message.Message):
+    __slots__ = ("candidate", "stable", "move", "phase", "from_stage", "to_stage", "from_stage_name", "to_stage_name", "candidate_weight", "mirror", "reason", "evidence", "plan_digest", "intended_seq", "error", "in_stage_s")
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    STABLE_FIELD_NUMBER: _ClassVar[int]
+    MOVE_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    FROM_STAGE_FIELD_NUMBER: _ClassVar[int]
+    TO_STAGE_FIELD_NUMBER: _ClassVar[int]
+    FROM_STAGE_NAME_FIELD_NUMBER: _ClassVar[int]
+    TO_STAGE_NAME_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    MIRROR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    PLAN_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    INTENDED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    IN_STAGE_S_FIELD_NUMBER: _ClassVar[int]
+    candidate: str
+    stable: str
+    move: str
+    phase: str
+    from_stage: int
+    to_stage: int
+    from_stage_name: str
+    to_stage_name: str
+    candidate_weight: int
+    mirror: float
+    reason: str
+    evidence: _containers.RepeatedCompositeFieldContainer[GateEvidence]
+    plan_digest: str
+    intended_seq: int
+    error: str
+    in_stage_s: float
+    def __init__(self, candidate: _Optional[str] = ..., stable: _Optional[str] = ..., move: _Optional[str] = ..., phase: _Optional[str] = ..., from_stage: _Optional[int] = ..., to_stage: _Optional[int] = ..., from_stage_name: _Optional[str] = ..., to_stage_name: _Optional[str] = ..., candidate_weight: _Optional[int] = ..., mirror: _Optional[float] = ..., reason: _Optional[str] = ..., evidence: _Optional[_Iterable[_Union[GateEvidence, _Mapping]]] = ..., plan_digest: _Optional[str] = ..., intended_seq: _Optional[int] = ..., error: _Optional[str] = ..., in_stage_s: _Optional[float] = ...) -> None: ...
+
+class LeaseChanged(_message.Message):
+    __slots__ = ("lease_id", "version", "holder", "action", "acquired_at", "expires_at", "reason", "forced", "overridden")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    HOLDER_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    ACQUIRED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    FORCED_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDDEN_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    version: str
+    holder: str
+    action: str
+    acquired_at: float
+    expires_at: float
+    reason: str
+    forced: bool
+    overridden: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, lease_id: _Optional[str] = ..., version: _Optional[str] = ..., holder: _Optional[str] = ..., action: _Optional[str] = ..., acquired_at: _Optional[float] = ..., expires_at: _Optional[float] = ..., reason: _Optional[str] = ..., forced: _Optional[bool] = ..., overridden: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PinChanged(_message.Message):
+    __slots__ = ("version", "pinned", "reason")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    pinned: bool
+    reason: str
+    def __init__(self, version: _Optional[str] = ..., pinned: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class MirrorChanged(_message.Message):
+    __slots__ = ("version", "from_fraction", "to_fraction", "reason", "outcome", "route_version", "decision_to_ack_ms", "detail", "forced", "overridden")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FROM_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    TO_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DECISION_TO_ACK_MS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    FORCED_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDDEN_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    from_fraction: float
+    to_fraction: float
+    reason: str
+    outcome: str
+    route_version: str
+    decision_to_ack_ms: float
+    detail: str
+    forced: bool
+    overridden: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, version: _Optional[str] = ..., from_fraction: _Optional[float] = ..., to_fraction: _Optional[float] = ..., reason: _Optional[str] = ..., outcome: _Optional[str] = ..., route_version: _Optional[str] = ..., decision_to_ack_ms: _Optional[float] = ..., detail: _Optional[str] = ..., forced: _Optional[bool] = ..., overridden: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from agent.pb.rollback_agent.v1 import audit_pb2 as rollback__agent_dot_v1_dot_audit__pb2
 from agent.pb.rollback_agent.v1 import traffic_pb2 as rollback__agent_dot_v1_dot_traffic__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1frollback_agent/v1/control.proto\x12\x11rollback_agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1frollback_agent/v1/traffic.proto\"t\n\x11SetWeightsRequest\x12\x31\n\x07weights\x18\x01 \x03(\x0b\x32 .rollback_agent.v1.VersionWeight\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\r\n\x05\x66orce\x18\x04 \x01(\x08\"D\n\x0fRollbackRequest\x12\x12\n\nto_version\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\"-\n\x0cPauseRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\"]\n\x07NodeAck\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x13\n\x0bxds_version\x18\x02 \x01(\t\x12,\n\x08\x61\x63ked_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe5\x01\n\rTrafficChange\x12\x30\n\x06policy\x18\x01 \x01(\x0b\x32 .rollback_agent.v1.TrafficPolicy\x12\x15\n\rroute_version\x18\x02 \x01(\t\x12(\n\x04\x61\x63ks\x18\x03 \x03(\x0b\x32\x1a.rollback_agent.v1.NodeAck\x12\x1a\n\x12\x64\x65\x63ision_to_ack_ms\x18\x04 \x01(\x01\x12\x0f\n\x07\x63hanged\x18\x05 \x01(\x08\x12\x13\n\x0brollback_id\x18\x06 \x01(\t\x12\x0f\n\x07outcome\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t\"\x93\x01\n\x04Nack\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08type_url\x18\x02 \x01(\t\x12\x18\n\x10rejected_version\x18\x03 \x01(\t\x12\x17\n\x0fserving_version\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12&\n\x02\x61t\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8a\x01\n\x0cXdsTypeState\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x14\n\x0csent_version\x18\x02 \x01(\t\x12\x15\n\racked_version\x18\x03 \x01(\t\x12,\n\x08\x61\x63ked_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05nacks\x18\x05 \x01(\x04\"\xb8\x01\n\tEnvoyNode\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0cnode_cluster\x18\x02 \x01(\t\x12\x11\n\tstream_id\x18\x03 \x01(\t\x12\x30\n\x0c\x63onnected_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x05types\x18\x05 \x03(\x0b\x32\x1f.rollback_agent.v1.XdsTypeState\x12\x0f\n\x07in_sync\x18\x06 \x01(\x08\"\x88\x01\n\rVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x16\n\x0e\x64\x65sired_weight\x18\x03 \x01(\r\x12\x15\n\rserved_weight\x18\x04 \x01(\r\x12\x0c\n\x04role\x18\x05 \x01(\t\x12\x17\n\x0fregistry_status\x18\x06 \x01(\t\"\x9a\x05\n\x06Status\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12\x0e\n\x06stable\x18\x03 \x01(\t\x12\x11\n\tcandidate\x18\x04 \x01(\t\x12\x31\n\x07\x64\x65sired\x18\x05 \x01(\x0b\x32 .rollback_agent.v1.TrafficPolicy\x12\x30\n\x06served\x18\x06 \x01(\x0b\x32 .rollback_agent.v1.TrafficPolicy\x12\x15\n\rroute_version\x18\x07 \x01(\t\x12,\n\x06\x65nvoys\x18\x08 \x03(\x0b\x32\x1c.rollback_agent.v1.EnvoyNode\x12\x32\n\x08versions\x18\t \x03(\x0b\x32 .rollback_agent.v1.VersionStatus\x12-\n\x0crecent_nacks\x18\n \x03(\x0b\x32\x17.rollback_agent.v1.Nack\x12\x0e\n\x06paused\x18\x0b \x01(\x08\x12\x14\n\x0cpause_reason\x18\x0c \x01(\t\x12\r\n\x05ready\x18\r \x01(\x08\x12,\n\x05rules\x18\x0e \x03(\x0b\x32\x1d.rollback_agent.v1.RuleStatus\x12\x33\n\x05holds\x18\x0f \x03(\x0b\x32$.rollback_agent.v1.Status.HoldsEntry\x12\x13\n\x0b\x65scalations\x18\x10 \x03(\t\x12\x12\n\nrules_file\x18\x11 \x01(\t\x12\x13\n\x0brules_error\x18\x12 \x01(\t\x12\x10\n\x08store_id\x18\x13 \x01(\t\x12\x16\n\x0e\x61udit_head_seq\x18\x14 \x01(\x04\x12\x15\n\rsignal_source\x18\x15 \x01(\t\x1a,\n\nHoldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"=\n\x0bHoldRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\"\xd4\x01\n\nRuleStatus\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\r\n\x05value\x18\x06 \x01(\x01\x12\x11\n\tthreshold\x18\x07 \x01(\x01\x12\x10\n\x08window_s\x18\x08 \x01(\x01\x12\x10\n\x08\x65vidence\x18\t \x01(\x01\x12\x15\n\revidence_unit\x18\n \x01(\t\x12\x0e\n\x06reason\x18\x0b \x01(\t\x12\r\n\x05\x66or_s\x18\x0c \x01(\x01\".\n\rErrorResponse\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1frollback_agent/v1/control.proto\x12\x11rollback_agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1drollback_agent/v1/audit.proto\x1a\x1frollback_agent/v1/traffic.proto\"t\n\x11SetWeightsRequest\x12\x31\n\x07weights\x18\x01 \x03(\x0b\x32 .rollback_agent.v1.VersionWeight\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\r\n\x05\x66orce\x18\x04 \x01(\x08\"S\n\x0fRollbackRequest\x12\x12\n\nto_version\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\r\n\x05\x66orce\x18\n \x01(\x08\"-\n\x0cPauseRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\"]\n\x07NodeAck\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x13\n\x0bxds_version\x18\x02 \x01(\t\x12,\n\x08\x61\x63ked_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe5\x01\n\rTrafficChange\x12\x30\n\x06policy\x18\x01 \x01(\x0b\x32 .rollback_agent.v1.TrafficPolicy\x12\x15\n\rroute_version\x18\x02 \x01(\t\x12(\n\x04\x61\x63ks\x18\x03 \x03(\x0b\x32\x1a.rollback_agent.v1.NodeAck\x12\x1a\n\x12\x64\x65\x63ision_to_ack_ms\x18\x04 \x01(\x01\x12\x0f\n\x07\x63hanged\x18\x05 \x01(\x08\x12\x13\n\x0brollback_id\x18\x06 \x01(\t\x12\x0f\n\x07outcome\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t\"\x93\x01\n\x04Nack\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08type_url\x18\x02 \x01(\t\x12\x18\n\x10rejected_version\x18\x03 \x01(\t\x12\x17\n\x0fserving_version\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12&\n\x02\x61t\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8a\x01\n\x0cXdsTypeState\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x14\n\x0csent_version\x18\x02 \x01(\t\x12\x15\n\racked_version\x18\x03 \x01(\t\x12,\n\x08\x61\x63ked_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05nacks\x18\x05 \x01(\x04\"\xb8\x01\n\tEnvoyNode\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0cnode_cluster\x18\x02 \x01(\t\x12\x11\n\tstream_id\x18\x03 \x01(\t\x12\x30\n\x0c\x63onnected_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x05types\x18\x05 \x03(\x0b\x32\x1f.rollback_agent.v1.XdsTypeState\x12\x0f\n\x07in_sync\x18\x06 \x01(\x08\"\xd5\x01\n\rVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x16\n\x0e\x64\x65sired_weight\x18\x03 \x01(\r\x12\x15\n\rserved_weight\x18\x04 \x01(\r\x12\x0c\n\x04role\x18\x05 \x01(\t\x12\x17\n\x0fregistry_status\x18\x06 \x01(\t\x12.\n\x06health\x18\x07 \x03(\x0b\x32\x1e.rollback_agent.v1.HealthCheck\x12\x1b\n\x13warm_up_unavailable\x18\x08 \x01(\t\"F\n\x0bHealthCheck\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\r\n\x05\x61ge_s\x18\x04 \x01(\x01\"\xa4\x06\n\x06Status\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12\x0e\n\x06stable\x18\x03 \x01(\t\x12\x11\n\tcandidate\x18\x04 \x01(\t\x12\x31\n\x07\x64\x65sired\x18\x05 \x01(\x0b\x32 .rollback_agent.v1.TrafficPolicy\x12\x30\n\x06served\x18\x06 \x01(\x0b\x32 .rollback_agent.v1.TrafficPolicy\x12\x15\n\rroute_version\x18\x07 \x01(\t\x12,\n\x06\x65nvoys\x18\x08 \x03(\x0b\x32\x1c.rollback_agent.v1.EnvoyNode\x12\x32\n\x08versions\x18\t \x03(\x0b\x32 .rollback_agent.v1.VersionStatus\x12-\n\x0crecent_nacks\x18\n \x03(\x0b\x32\x17.rollback_agent.v1.Nack\x12\x0e\n\x06paused\x18\x0b \x01(\x08\x12\x14\n\x0cpause_reason\x18\x0c \x01(\t\x12\r\n\x05ready\x18\r \x01(\x08\x12,\n\x05rules\x18\x0e \x03(\x0b\x32\x1d.rollback_agent.v1.RuleStatus\x12\x33\n\x05holds\x18\x0f \x03(\x0b\x32$.rollback_agent.v1.Status.HoldsEntry\x12\x13\n\x0b\x65scalations\x18\x10 \x03(\t\x12\x12\n\nrules_file\x18\x11 \x01(\t\x12\x13\n\x0brules_error\x18\x12 \x01(\t\x12\x10\n\x08store_id\x18\x13 \x01(\t\x12\x16\n\x0e\x61udit_head_seq\x18\x14 \x01(\x04\x12\x15\n\rsignal_source\x18\x15 \x01(\t\x12\x31\n\x04pins\x18( \x03(\x0b\x32#.rollback_agent.v1.Status.PinsEntry\x12(\n\x06leases\x18) \x03(\x0b\x32\x18.rollback_agent.v1.Lease\x1a,\n\nHoldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a+\n\tPinsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"=\n\x0bHoldRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\"\xd4\x01\n\nRuleStatus\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\r\n\x05value\x18\x06 \x01(\x01\x12\x11\n\tthreshold\x18\x07 \x01(\x01\x12\x10\n\x08window_s\x18\x08 \x01(\x01\x12\x10\n\x08\x65vidence\x18\t \x01(\x01\x12\x15\n\revidence_unit\x18\n \x01(\t\x12\x0e\n\x06reason\x18\x0b \x01(\t\x12\r\n\x05\x66or_s\x18\x0c \x01(\x01\".\n\rErrorResponse\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"s\n\x11\x44rillStartRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\r\n\x05\x66\x61ult\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\r\n\x05ttl_s\x18\x05 \x01(\x01\x12\x10\n\x08schedule\x18\x06 \x01(\t\"\xd0\x01\n\x12\x44rillFinishRequest\x12\x10\n\x08\x64rill_id\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12(\n\x06phases\x18\x04 \x03(\x0b\x32\x18.rollback_agent.v1.Phase\x12\x13\n\x0brollback_id\x18\x05 \x01(\t\x12\x39\n\x0frestored_policy\x18\x06 \x01(\x0b\x32 .rollback_agent.v1.TrafficPolicy\x12\r\n\x05\x61\x63tor\x18\x07 \x01(\t\"\xb0\x02\n\nDrillState\x12\x10\n\x08\x64rill_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05\x66\x61ult\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\x12.\n\nstarted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x06policy\x18\x07 \x01(\x0b\x32 .rollback_agent.v1.TrafficPolicy\x12.\n\trollbacks\x18\x08 \x03(\x0b\x32\x1b.rollback_agent.v1.Rollback\x12\x0f\n\x07outcome\x18\t \x01(\t\x12\r\n\x05\x61\x63tor\x18\n \x01(\t\"h\n\x13RolloutStartRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0c\n\x04plan\x18\x02 \x01(\t\x12\x13\n\x0bplan_source\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\"5\n\x14RolloutActionRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\"\x80\x01\n\x0bRolloutGate\x12\x0c\n\x04gate\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\x05value\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\tthreshold\x18\x05 \x01(\x01H\x01\x88\x01\x01\x42\x08\n\x06_valueB\x0c\n\n_threshold\"c\n\x0cRolloutStage\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x05\x12\x0e\n\x06mirror\x18\x03 \x01(\x01\x12\x16\n\x0emin_duration_s\x18\x04 \x01(\x01\x12\r\n\x05gates\x18\x05 \x03(\t\"\xf1\x02\n\rRolloutStatus\x12\x0e\n\x06\x65xists\x18\x01 \x01(\x08\x12\x11\n\tcandidate\x18\x02 \x01(\t\x12\x0e\n\x06stable\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\r\n\x05stage\x18\x05 \x01(\x05\x12/\n\x06stages\x18\x06 \x03(\x0b\x32\x1f.rollback_agent.v1.RolloutStage\x12\x12\n\nin_stage_s\x18\x07 \x01(\x01\x12\x10\n\x08\x62reaches\x18\x08 \x01(\x05\x12\x14\n\x0cmax_breaches\x18\t \x01(\x05\x12\x11\n\ton_breach\x18\n \x01(\t\x12\x13\n\x0bwaiting_for\x18\x0b \x01(\t\x12-\n\x05gates\x18\x0c \x03(\x0b\x32\x1e.rollback_agent.v1.RolloutGate\x12\x11\n\tlast_move\x18\r \x01(\t\x12\x13\n\x0bplan_digest\x18\x0e \x01(\t\x12\x0c\n\x04held\x18\x0f \x01(\x08\x12\x14\n\x0cmodel_stable\x18\x10 \x01(\t\"\xc7\x01\n\x05Lease\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06holder\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x13\n\x0b\x61\x63quired_at\x18\x05 \x01(\x01\x12\x12\n\nexpires_at\x18\x06 \x01(\x01\x12\x10\n\x08\x65nded_at\x18\x07 \x01(\x01\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x12\n\nend_reason\x18\t \x01(\t\x12\r\n\x05\x61\x63tor\x18\n \x01(\t\x12\x0e\n\x06header\x18\x0b \x01(\t\"l\n\x0cLeaseRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06holder\x18\x02 \x01(\t\x12\r\n\x05ttl_s\x18\x03 \x01(\x01\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\r\n\x05\x66orce\x18\x05 \x01(\x08\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\"E\n\tLeaseList\x12(\n\x06leases\x18\x01 \x03(\x0b\x32\x18.rollback_agent.v1.Lease\x12\x0e\n\x06header\x18\x02 \x01(\t\"<\n\nPinRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,32 +36,62 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STATUS_HOLDSENTRY']._loaded_options = None
   _globals['_STATUS_HOLDSENTRY']._serialized_options = b'8\001'
-  _globals['_SETWEIGHTSREQUEST']._serialized_start=120
-  _globals['_SETWEIGHTSREQUEST']._serialized_end=236
-  _globals['_ROLLBACKREQUEST']._serialized_start=238
-  _globals['_ROLLBACKREQUEST']._serialized_end=306
-  _globals['_PAUSEREQUEST']._serialized_start=308
-  _globals['_PAUSEREQUEST']._serialized_end=353
-  _globals['_NODEACK']._serialized_start=355
-  _globals['_NODEACK']._serialized_end=448
-  _globals['_TRAFFICCHANGE']._serialized_start=451
-  _globals['_TRAFFICCHANGE']._serialized_end=680
-  _globals['_NACK']._serialized_start=683
-  _globals['_NACK']._serialized_end=830
-  _globals['_XDSTYPESTATE']._serialized_start=833
-  _globals['_XDSTYPESTATE']._serialized_end=971
-  _globals['_ENVOYNODE']._serialized_start=974
-  _globals['_ENVOYNODE']._serialized_end=1158
-  _globals['_VERSIONSTATUS']._serialized_start=1161
-  _globals['_VERSIONSTATUS']._serialized_end=1297
-  _globals['_STATUS']._serialized_start=1300
-  _globals['_STATUS']._serialized_end=1966
-  _globals['_STATUS_HOLDSENTRY']._serialized_start=1922
-  _globals['_STATUS_HOLDSENTRY']._serialized_end=1966
-  _globals['_HOLDREQUEST']._serialized_start=1968
-  _globals['_HOLDREQUEST']._serialized_end=2029
-  _globals['_RULESTATUS']._serialized_start=2032
-  _globals['_RULESTATUS']._serialized_end=2244
-  _globals['_ERRORRESPONSE']._serialized_start=2246
-  _globals['_ERRORRESPONSE']._serialized_end=2292
+  _globals['_STATUS_PINSENTRY']._loaded_options = None
+  _globals['_STATUS_PINSENTRY']._serialized_options = b'8\001'
+  _globals['_SETWEIGHTSREQUEST']._serialized_start=151
+  _globals['_SETWEIGHTSREQUEST']._serialized_end=267
+  _globals['_ROLLBACKREQUEST']._serialized_start=269
+  _globals['_ROLLBACKREQUEST']._serialized_end=352
+  _globals['_PAUSEREQUEST']._serialized_start=354
+  _globals['_PAUSEREQUEST']._serialized_end=399
+  _globals['_NODEACK']._serialized_start=401
+  _globals['_NODEACK']._serialized_end=494
+  _globals['_TRAFFICCHANGE']._serialized_start=497
+  _globals['_TRAFFICCHANGE']._serialized_end=726
+  _globals['_NACK']._serialized_start=729
+  _globals['_NACK']._serialized_end=876
+  _globals['_XDSTYPESTATE']._serialized_start=879
+  _globals['_XDSTYPESTATE']._serialized_end=1017
+  _globals['_ENVOYNODE']._serialized_start=1020
+  _globals['_ENVOYNODE']._serialized_end=1204
+  _globals['_VERSIONSTATUS']._serialized_start=1207
+  _globals['_VERSIONSTATUS']._serialized_end=1420
+  _globals['_HEALTHCHECK']._serialized_start=1422
+  _globals['_HEALTHCHECK']._serialized_end=1492
+  _globals['_STATUS']._serialized_start=1495
+  _globals['_STATUS']._serialized_end=2299
+  _globals['_STATUS_HOLDSENTRY']._serialized_start=2210
+  _globals['_STATUS_HOLDSENTRY']._serialized_end=2254
+  _globals['_STATUS_PINSENTRY']._serialized_start=2256
+  _globals['_STATUS_PINSENTRY']._serialized_end=2299
+  _globals['_HOLDREQUEST']._serialized_start=2301
+  _globals['_HOLDREQUEST']._serialized_end=2362
+  _globals['_RULESTATUS']._serialized_start=2365
+  _globals['_RULESTATUS']._serialized_end=2577
+  _globals['_ERRORRESPONSE']._serialized_start=2579
+  _globals['_ERRORRESPONSE']._serialized_end=2625
+  _globals['_DRILLSTARTREQUEST']._serialized_start=2627
+  _globals['_DRILLSTARTREQUEST']._serialized_end=2742
+  _globals['_DRILLFINISHREQUEST']._serialized_start=2745
+  _globals['_DRILLFINISHREQUEST']._serialized_end=2953
+  _globals['_DRILLSTATE']._serialized_start=2956
+  _globals['_DRILLSTATE']._serialized_end=3260
+  _globals['_ROLLOUTSTARTREQUEST']._serialized_start=3262
+  _globals['_ROLLOUTSTARTREQUEST']._serialized_end=3366
+  _globals['_ROLLOUTACTIONREQUEST']._serialized_start=3368
+  _globals['_ROLLOUTACTIONREQUEST']._serialized_end=3421
+  _globals['_ROLLOUTGATE']._serialized_start=3424
+  _globals['_ROLLOUTGATE']._serialized_end=3552
+  _globals['_ROLLOUTSTAGE']._serialized_start=3554
+  _globals['_ROLLOUTSTAGE']._serialized_end=3653
+  _globals['_ROLLOUTSTATUS']._serialized_start=3656
+  _globals['_ROLLOUTSTATUS']._serialized_end=4025
+  _globals['_LEASE']._serialized_start=4028
+  _globals['_LEASE']._serialized_end=4227
+  _globals['_LEASEREQUEST']._serialized_start=4229
+  _globals['_LEASEREQUEST']._serialized_end=4337
+  _globals['_LEASELIST']._serialized_start=4339
+  _globals['_LEASELIST']._serialized_end=4408
+  _globals['_PINREQUEST']._serialized_start=4410
+  _globals['_PINREQUEST']._serialized_end=4470
 # @@protoc_insertion_point(module_scope)

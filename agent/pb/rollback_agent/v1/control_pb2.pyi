@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from agent.pb.rollback_agent.v1 import audit_pb2 as _audit_pb2
 from agent.pb.rollback_agent.v1 import traffic_pb2 as _traffic_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -23,14 +24,16 @@ class SetWeightsRequest(_message.Message):
     def __init__(self, weights: _Optional[_Iterable[_Union[_traffic_pb2.VersionWeight, _Mapping]]] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class RollbackRequest(_message.Message):
-    __slots__ = ("to_version", "reason", "actor")
+    __slots__ = ("to_version", "reason", "actor", "force")
     TO_VERSION_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     to_version: str
     reason: str
     actor: str
-    def __init__(self, to_version: _Optional[str] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
+    force: bool
+    def __init__(self, to_version: _Optional[str] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class PauseRequest(_message.Message):
     __slots__ = ("reason", "actor")
@@ -117,24 +120,47 @@ class EnvoyNode(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., node_cluster: _Optional[str] = ..., stream_id: _Optional[str] = ..., connected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., types: _Optional[_Iterable[_Union[XdsTypeState, _Mapping]]] = ..., in_sync: _Optional[bool] = ...) -> None: ...
 
 class VersionStatus(_message.Message):
-    __slots__ = ("version", "endpoint", "desired_weight", "served_weight", "role", "registry_status")
+    __slots__ = ("version", "endpoint", "desired_weight", "served_weight", "role", "registry_status", "health", "warm_up_unavailable")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     DESIRED_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     SERVED_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     REGISTRY_STATUS_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    WARM_UP_UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
     version: str
     endpoint: str
     desired_weight: int
     served_weight: int
     role: str
     registry_status: str
-    def __init__(self, version: _Optional[str] = ..., endpoint: _Optional[str] = ..., desired_weight: _Optional[int] = ..., served_weight: _Optional[int] = ..., role: _Optional[str] = ..., registry_status: _Optional[str] = ...) -> None: ...
+    health: _containers.RepeatedCompositeFieldContainer[HealthCheck]
+    warm_up_unavailable: str
+    def __init__(self, version: _Optional[str] = ..., endpoint: _Optional[str] = ..., desired_weight: _Optional[int] = ..., served_weight: _Optional[int] = ..., role: _Optional[str] = ..., registry_status: _Optional[str] = ..., health: _Optional[_Iterable[_Union[HealthCheck, _Mapping]]] = ..., warm_up_unavailable: _Optional[str] = ...) -> None: ...
+
+class HealthCheck(_message.Message):
+    __slots__ = ("name", "ok", "detail", "age_s")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    AGE_S_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    ok: bool
+    detail: str
+    age_s: float
+    def __init__(self, name: _Optional[str] = ..., ok: _Optional[bool] = ..., detail: _Optional[str] = ..., age_s: _Optional[float] = ...) -> None: ...
 
 class Status(_message.Message):
-    __slots__ = ("model", "tier", "stable", "candidate", "desired", "served", "route_version", "envoys", "versions", "recent_nacks", "paused", "pause_reason", "ready", "rules", "holds", "escalations", "rules_file", "rules_error", "store_id", "audit_head_seq", "signal_source")
+    __slots__ = ("model", "tier", "stable", "candidate", "desired", "served", "route_version", "envoys", "versions", "recent_nacks", "paused", "pause_reason", "ready", "rules", "holds", "escalations", "rules_file", "rules_error", "store_id", "audit_head_seq", "signal_source", "pins", "leases")
     class HoldsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class PinsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -162,6 +188,8 @@ class Status(_message.Message):
     STORE_ID_FIELD_NUMBER: _ClassVar[int]
     AUDIT_HEAD_SEQ_FIELD_NUMBER: _ClassVar[int]
     SIGNAL_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    PINS_FIELD_NUMBER: _ClassVar[int]
+    LEASES_FIELD_NUMBER: _ClassVar[int]
     model: str
     tier: str
     stable: str
@@ -183,7 +211,9 @@ class Status(_message.Message):
     store_id: str
     audit_head_seq: int
     signal_source: str
-    def __init__(self, model: _Optional[str] = ..., tier: _Optional[str] = ..., stable: _Optional[str] = ..., candidate: _Optional[str] = ..., desired: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., served: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., route_version: _Optional[str] = ..., envoys: _Optional[_Iterable[_Union[EnvoyNode, _Mapping]]] = ..., versions: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., recent_nacks: _Optional[_Iterable[_Union[Nack, _Mapping]]] = ..., paused: _Optional[bool] = ..., pause_reason: _Optional[str] = ..., ready: _Optional[bool] = ..., rules: _Optional[_Iterable[_Union[RuleStatus, _Mapping]]] = ..., holds: _Optional[_Mapping[str, str]] = ..., escalations: _Optional[_Iterable[str]] = ..., rules_file: _Optional[str] = ..., rules_error: _Optional[str] = ..., store_id: _Optional[str] = ..., audit_head_seq: _Optional[int] = ..., signal_source: _Optional[str] = ...) -> None: ...
+    pins: _containers.ScalarMap[str, str]
+    leases: _containers.RepeatedCompositeFieldContainer[Lease]
+    def __init__(self, model: _Optional[str] = ..., tier: _Optional[str] = ..., stable: _Optional[str] = ..., candidate: _Optional[str] = ..., desired: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., served: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., route_version: _Optional[str] = ..., envoys: _Optional[_Iterable[_Union[EnvoyNode, _Mapping]]] = ..., versions: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., recent_nacks: _Optional[_Iterable[_Union[Nack, _Mapping]]] = ..., paused: _Optional[bool] = ..., pause_reason: _Optional[str] = ..., ready: _Optional[bool] = ..., rules: _Optional[_Iterable[_Union[RuleStatus, _Mapping]]] = ..., holds: _Optional[_Mapping[str, str]] = ..., escalations: _Optional[_Iterable[str]] = ..., rules_file: _Optional[str] = ..., rules_error: _Optional[str] = ..., store_id: _Optional[str] = ..., audit_head_seq: _Optional[int] = ..., signal_source: _Optional[str] = ..., pins: _Optional[_Mapping[str, str]] = ..., leases: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ...) -> None: ...
 
 class HoldRequest(_message.Message):
     __slots__ = ("version", "reason", "actor")
@@ -230,3 +260,207 @@ class ErrorResponse(_message.Message):
     code: str
     message: str
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class DrillStartRequest(_message.Message):
+    __slots__ = ("version", "fault", "reason", "actor", "ttl_s", "schedule")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FAULT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    TTL_S_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    fault: str
+    reason: str
+    actor: str
+    ttl_s: float
+    schedule: str
+    def __init__(self, version: _Optional[str] = ..., fault: _Optional[str] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ..., ttl_s: _Optional[float] = ..., schedule: _Optional[str] = ...) -> None: ...
+
+class DrillFinishRequest(_message.Message):
+    __slots__ = ("drill_id", "outcome", "detail", "phases", "rollback_id", "restored_policy", "actor")
+    DRILL_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    PHASES_FIELD_NUMBER: _ClassVar[int]
+    ROLLBACK_ID_FIELD_NUMBER: _ClassVar[int]
+    RESTORED_POLICY_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    drill_id: str
+    outcome: str
+    detail: str
+    phases: _containers.RepeatedCompositeFieldContainer[_audit_pb2.Phase]
+    rollback_id: str
+    restored_policy: _traffic_pb2.TrafficPolicy
+    actor: str
+    def __init__(self, drill_id: _Optional[str] = ..., outcome: _Optional[str] = ..., detail: _Optional[str] = ..., phases: _Optional[_Iterable[_Union[_audit_pb2.Phase, _Mapping]]] = ..., rollback_id: _Optional[str] = ..., restored_policy: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., actor: _Optional[str] = ...) -> None: ...
+
+class DrillState(_message.Message):
+    __slots__ = ("drill_id", "version", "fault", "active", "started_at", "expires_at", "policy", "rollbacks", "outcome", "actor")
+    DRILL_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FAULT_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    ROLLBACKS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    drill_id: str
+    version: str
+    fault: str
+    active: bool
+    started_at: _timestamp_pb2.Timestamp
+    expires_at: _timestamp_pb2.Timestamp
+    policy: _traffic_pb2.TrafficPolicy
+    rollbacks: _containers.RepeatedCompositeFieldContainer[_audit_pb2.Rollback]
+    outcome: str
+    actor: str
+    def __init__(self, drill_id: _Optional[str] = ..., version: _Optional[str] = ..., fault: _Optional[str] = ..., active: _Optional[bool] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., policy: _Optional[_Union[_traffic_pb2.TrafficPolicy, _Mapping]] = ..., rollbacks: _Optional[_Iterable[_Union[_audit_pb2.Rollback, _Mapping]]] = ..., outcome: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
+
+class RolloutStartRequest(_message.Message):
+    __slots__ = ("version", "plan", "plan_source", "reason", "actor")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    PLAN_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    plan: str
+    plan_source: str
+    reason: str
+    actor: str
+    def __init__(self, version: _Optional[str] = ..., plan: _Optional[str] = ..., plan_source: _Optional[str] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
+
+class RolloutActionRequest(_message.Message):
+    __slots__ = ("reason", "actor")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    actor: str
+    def __init__(self, reason: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
+
+class RolloutGate(_message.Message):
+    __slots__ = ("gate", "outcome", "reason", "value", "threshold")
+    GATE_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    gate: str
+    outcome: str
+    reason: str
+    value: float
+    threshold: float
+    def __init__(self, gate: _Optional[str] = ..., outcome: _Optional[str] = ..., reason: _Optional[str] = ..., value: _Optional[float] = ..., threshold: _Optional[float] = ...) -> None: ...
+
+class RolloutStage(_message.Message):
+    __slots__ = ("name", "weight", "mirror", "min_duration_s", "gates")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    MIRROR_FIELD_NUMBER: _ClassVar[int]
+    MIN_DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    GATES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    weight: int
+    mirror: float
+    min_duration_s: float
+    gates: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., weight: _Optional[int] = ..., mirror: _Optional[float] = ..., min_duration_s: _Optional[float] = ..., gates: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RolloutStatus(_message.Message):
+    __slots__ = ("exists", "candidate", "stable", "status", "stage", "stages", "in_stage_s", "breaches", "max_breaches", "on_breach", "waiting_for", "gates", "last_move", "plan_digest", "held", "model_stable")
+    EXISTS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    STABLE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    STAGES_FIELD_NUMBER: _ClassVar[int]
+    IN_STAGE_S_FIELD_NUMBER: _ClassVar[int]
+    BREACHES_FIELD_NUMBER: _ClassVar[int]
+    MAX_BREACHES_FIELD_NUMBER: _ClassVar[int]
+    ON_BREACH_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FOR_FIELD_NUMBER: _ClassVar[int]
+    GATES_FIELD_NUMBER: _ClassVar[int]
+    LAST_MOVE_FIELD_NUMBER: _ClassVar[int]
+    PLAN_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    MODEL_STABLE_FIELD_NUMBER: _ClassVar[int]
+    exists: bool
+    candidate: str
+    stable: str
+    status: str
+    stage: int
+    stages: _containers.RepeatedCompositeFieldContainer[RolloutStage]
+    in_stage_s: float
+    breaches: int
+    max_breaches: int
+    on_breach: str
+    waiting_for: str
+    gates: _containers.RepeatedCompositeFieldContainer[RolloutGate]
+    last_move: str
+    plan_digest: str
+    held: bool
+    model_stable: str
+    def __init__(self, exists: _Optional[bool] = ..., candidate: _Optional[str] = ..., stable: _Optional[str] = ..., status: _Optional[str] = ..., stage: _Optional[int] = ..., stages: _Optional[_Iterable[_Union[RolloutStage, _Mapping]]] = ..., in_stage_s: _Optional[float] = ..., breaches: _Optional[int] = ..., max_breaches: _Optional[int] = ..., on_breach: _Optional[str] = ..., waiting_for: _Optional[str] = ..., gates: _Optional[_Iterable[_Union[RolloutGate, _Mapping]]] = ..., last_move: _Optional[str] = ..., plan_digest: _Optional[str] = ..., held: _Optional[bool] = ..., model_stable: _Optional[str] = ...) -> None: ...
+
+class Lease(_message.Message):
+    __slots__ = ("lease_id", "version", "holder", "state", "acquired_at", "expires_at", "ended_at", "reason", "end_reason", "actor", "header")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    HOLDER_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ACQUIRED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    END_REASON_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    version: str
+    holder: str
+    state: str
+    acquired_at: float
+    expires_at: float
+    ended_at: float
+    reason: str
+    end_reason: str
+    actor: str
+    header: str
+    def __init__(self, lease_id: _Optional[str] = ..., version: _Optional[str] = ..., holder: _Optional[str] = ..., state: _Optional[str] = ..., acquired_at: _Optional[float] = ..., expires_at: _Optional[float] = ..., ended_at: _Optional[float] = ..., reason: _Optional[str] = ..., end_reason: _Optional[str] = ..., actor: _Optional[str] = ..., header: _Optional[str] = ...) -> None: ...
+
+class LeaseRequest(_message.Message):
+    __slots__ = ("version", "holder", "ttl_s", "reason", "force", "actor")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    HOLDER_FIELD_NUMBER: _ClassVar[int]
+    TTL_S_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    holder: str
+    ttl_s: float
+    reason: str
+    force: bool
+    actor: str
+    def __init__(self, version: _Optional[str] = ..., holder: _Optional[str] = ..., ttl_s: _Optional[float] = ..., reason: _Optional[str] = ..., force: _Optional[bool] = ..., actor: _Optional[str] = ...) -> None: ...
+
+class LeaseList(_message.Message):
+    __slots__ = ("leases", "header")
+    LEASES_FIELD_NUMBER: _ClassVar[int]
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    leases: _containers.RepeatedCompositeFieldContainer[Lease]
+    header: str
+    def __init__(self, leases: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ..., header: _Optional[str] = ...) -> None: ...
+
+class PinRequest(_message.Message):
+    __slots__ = ("version", "reason", "actor")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    reason: str
+    actor: str
+    def __init__(self, version: _Optional[str] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
