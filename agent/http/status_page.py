@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from google.protobuf import json_format
@@ -92,6 +92,8 @@ def _as_dict(message: Message) -> dict[str, Any]:
         message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
 
+
+M = TypeVar("M", bound=Message)
 
 WATCH_VIEWS = web.AppKey("watch_views", WatchViews)
 

@@ -464,3 +464,99 @@ class PinRequest(_message.Message):
     reason: str
     actor: str
     def __init__(self, version: _Optional[str] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
+
+class Overview(_message.Message):
+    __slots__ = ("now", "refresh_s", "status", "rollout", "decisions", "rollback", "trail_error")
+    NOW_FIELD_NUMBER: _ClassVar[int]
+    REFRESH_S_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    ROLLBACK_FIELD_NUMBER: _ClassVar[int]
+    TRAIL_ERROR_FIELD_NUMBER: _ClassVar[int]
+    now: str
+    refresh_s: float
+    status: Status
+    rollout: RolloutStatus
+    decisions: _containers.RepeatedCompositeFieldContainer[DecisionEntry]
+    rollback: RollbackProgress
+    trail_error: str
+    def __init__(self, now: _Optional[str] = ..., refresh_s: _Optional[float] = ..., status: _Optional[_Union[Status, _Mapping]] = ..., rollout: _Optional[_Union[RolloutStatus, _Mapping]] = ..., decisions: _Optional[_Iterable[_Union[DecisionEntry, _Mapping]]] = ..., rollback: _Optional[_Union[RollbackProgress, _Mapping]] = ..., trail_error: _Optional[str] = ...) -> None: ...
+
+class DecisionEntry(_message.Message):
+    __slots__ = ("seq", "at", "actor", "kind", "summary", "reason", "outcome", "detail", "rollback_id")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    ROLLBACK_ID_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    at: str
+    actor: str
+    kind: str
+    summary: str
+    reason: str
+    outcome: str
+    detail: str
+    rollback_id: str
+    def __init__(self, seq: _Optional[int] = ..., at: _Optional[str] = ..., actor: _Optional[str] = ..., kind: _Optional[str] = ..., summary: _Optional[str] = ..., reason: _Optional[str] = ..., outcome: _Optional[str] = ..., detail: _Optional[str] = ..., rollback_id: _Optional[str] = ...) -> None: ...
+
+class RollbackProgress(_message.Message):
+    __slots__ = ("rollback_id", "from_version", "to_version", "trigger", "actor", "started_at", "done", "outcome", "detail", "skipped", "phases", "running", "pending")
+    ROLLBACK_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TO_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    PHASES_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    rollback_id: str
+    from_version: str
+    to_version: str
+    trigger: str
+    actor: str
+    started_at: str
+    done: bool
+    outcome: str
+    detail: str
+    skipped: _containers.RepeatedCompositeFieldContainer[_audit_pb2.SkippedTarget]
+    phases: _containers.RepeatedCompositeFieldContainer[ProgressPhase]
+    running: RunningStep
+    pending: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, rollback_id: _Optional[str] = ..., from_version: _Optional[str] = ..., to_version: _Optional[str] = ..., trigger: _Optional[str] = ..., actor: _Optional[str] = ..., started_at: _Optional[str] = ..., done: _Optional[bool] = ..., outcome: _Optional[str] = ..., detail: _Optional[str] = ..., skipped: _Optional[_Iterable[_Union[_audit_pb2.SkippedTarget, _Mapping]]] = ..., phases: _Optional[_Iterable[_Union[ProgressPhase, _Mapping]]] = ..., running: _Optional[_Union[RunningStep, _Mapping]] = ..., pending: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ProgressPhase(_message.Message):
+    __slots__ = ("name", "outcome", "duration_ms", "detail", "started_at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    outcome: str
+    duration_ms: float
+    detail: str
+    started_at: str
+    def __init__(self, name: _Optional[str] = ..., outcome: _Optional[str] = ..., duration_ms: _Optional[float] = ..., detail: _Optional[str] = ..., started_at: _Optional[str] = ...) -> None: ...
+
+class RunningStep(_message.Message):
+    __slots__ = ("name", "elapsed_s", "limit_s", "remaining_s")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_S_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_S_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_S_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    elapsed_s: float
+    limit_s: float
+    remaining_s: float
+    def __init__(self, name: _Optional[str] = ..., elapsed_s: _Optional[float] = ..., limit_s: _Optional[float] = ..., remaining_s: _Optional[float] = ...) -> None: ...
