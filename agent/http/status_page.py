@@ -21,10 +21,11 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from agent.config import StatusPageSection
-from agent.http.control_app import PUBLIC_PATHS, error_response
+from agent.http.control_app import PUBLIC_PATHS, error_response, proto_response
 from agent.http.decision_feed import DecisionFeed
 from agent.http.rollback_progress import StepWatch, rfc3339, rollback_progress
 from agent.http.status_view import StatusView
+from agent.pb.rollback_agent.v1 import control_pb2
 
 ASSETS_DIR = Path(__file__).with_name("status_page_assets")
 PAGE_PATHS = {
@@ -98,8 +99,19 @@ M = TypeVar("M", bound=Message)
 WATCH_VIEWS = web.AppKey("watch_views", WatchViews)
 
 
+def _message(data: dict[str, Any], message: M) -> M:
+    """The answer as its proto message (control.proto): the API is defined there, whatever built the dict."""
+    return json_format.ParseDict(data, message)
+
+
+def _no_store(response: web.Response) -> web.Response:
+    response.headers.update(NO_STORE)
+    return response
+
+
 async def get_overview(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[WATCH_VIEWS].overview(), headers=NO_STORE)
+    overview = _message(await request.app[WATCH_VIEWS].overview(), control_pb2.Overview())
+    return _no_store(proto_response(overview))
 
 
 async def get_rollback(request: web.Request) -> web.Response:
@@ -107,7 +119,7 @@ async def get_rollback(request: web.Request) -> web.Response:
     progress = await request.app[WATCH_VIEWS].rollback(rollback_id)
     if progress is None:
         return error_response(404, "not_found", f"no recent rollback {rollback_id!r}")
-    return web.json_response(progress, headers=NO_STORE)
+    return _no_store(proto_response(_message(progress, control_pb2.RollbackProgress())))
 
 
 def add_watch_views(app: web.Application, views: WatchViews) -> None:
