@@ -167,6 +167,8 @@ class RolloutDriver:
         self._last_tick = 0.0
         self._last_checkpoint = 0.0
         self._wake = asyncio.Event()
+        self._resume: Transition | None = None  # a restart's stage to push once Envoy is connected
+        self._dangling: tuple[audit_pb2.RolloutChanged, int] | None = None  # its move's record without outcome
 
     # -- queries --------------------------------------------------------------------------------------------------
 
@@ -200,30 +202,25 @@ class RolloutDriver:
         if saved.state.status.finished:
             return
         stage = self.machine.stage(saved.state)
-        if self._traffic.desired.weight(saved.state.candidate) != stage.weight:
+        split_missing = self._traffic.desired.weight(saved.state.candidate) != stage.weight
+        if split_missing or stage.mirror > 0:
+            # Pushed once Envoy is connected (`run`): a split not in force (the agent stopped between the move's
+            # record and its traffic change), or the stage's mirror share (kept in memory only).
             log.warning(
-                "rollout of %s resumes %s: its split (%d %%) was not in force; applying it",
+                "rollout of %s resumes %s: its split (%d %%, mirror %.0f %%) is applied again once Envoy is connected",
                 saved.state.candidate,
                 stage.name,
                 stage.weight,
+                stage.mirror * 100,
             )
-            transition = Transition(
-                Move.ADVANCED,
-                saved.state.stage,
-                saved.state.stage,
-                None,
-                f"resumed after a restart in {stage.name}",
+            self._resume = Transition(
+                Move.ADVANCED, saved.state.stage, saved.state.stage, None, f"resumed after a restart in {stage.name}"
             )
-            await self._apply_split(saved, transition, stage.weight, stage.mirror, actor="agent:restart")
         if last.phase == "intended":
-            # The agent stopped between a move's record and its outcome; the split is in force now (applied above,
-            # or its traffic intent was reconciled): the move took effect.
-            outcome = audit_pb2.RolloutChanged()
-            outcome.CopyFrom(last)
-            outcome.phase = "applied"
-            outcome.intended_seq = last_seq
-            outcome.reason = f"{last.reason} (outcome recorded at start-up: the agent stopped before recording it)"
-            await self._store.append(outcome, "agent:restart")
+            if split_missing:
+                self._dangling = (last, last_seq)  # closed once the split is in force again
+            else:
+                await self._close_interrupted(last, last_seq)
         log.info(
             "rollout of %s resumed in %s (%.0fs spent, %s)",
             saved.state.candidate,
@@ -231,6 +228,31 @@ class RolloutDriver:
             saved.state.in_stage_s,
             saved.state.status.value,
         )
+
+    async def _close_interrupted(self, last: audit_pb2.RolloutChanged, last_seq: int) -> None:
+        """The agent stopped between a move's record and its outcome, and the move's split is in force: record that
+        it took effect."""
+        outcome = audit_pb2.RolloutChanged()
+        outcome.CopyFrom(last)
+        outcome.phase = "applied"
+        outcome.intended_seq = last_seq
+        outcome.reason = f"{last.reason} (outcome recorded at start-up: the agent stopped before recording it)"
+        await self._store.append(outcome, "agent:restart")
+
+    async def _apply_resume(self) -> None:
+        """Push the split and mirror of the stage a restart resumed (retried each tick until Envoy ACKs)."""
+        saved, transition = self.saved, self._resume
+        if saved is None or transition is None or self.machine is None or saved.state.status.finished:
+            self._resume = None
+            return
+        stage = self.machine.stage(saved.state)
+        # previous=saved: a failed push keeps the rollout where it is (and is retried), never drops it.
+        await self._apply_split(saved, transition, stage.weight, stage.mirror, actor="agent:restart", previous=saved)
+        self._resume = None
+        if self._dangling is not None:
+            last, last_seq = self._dangling
+            self._dangling = None
+            await self._close_interrupted(last, last_seq)
 
     async def _check_against_trail(self, saved: Saved) -> tuple[audit_pb2.RolloutChanged, int]:
         """The saved stage must be the one the trail's last rollout record left (checkpoints carry no record, so a
@@ -390,6 +412,11 @@ class RolloutDriver:
             saved, machine = self.saved, self.machine
             if saved is None or machine is None or saved.state.status.finished:
                 return None
+            if self._resume is not None:
+                if not self._traffic.ready():
+                    self.progress = Progress("waiting for Envoy to connect to resume the stage", ())
+                    return self.progress
+                await self._apply_resume()
             now = self._mono()
             elapsed = now - self._last_tick if self._last_tick else 0.0
             self._last_tick = now

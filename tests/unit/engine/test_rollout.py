@@ -335,3 +335,32 @@ async def test_a_pinned_version_freezes_automatic_moves(tmp_path: Path) -> None:
     assert traffic.desired.weight("v2") == 5
     await world.ticks(driver, 2)
     assert traffic.desired.weight("v2") == 25
+
+
+async def test_a_kill_before_the_traffic_change_is_pushed_again_once_envoy_is_connected(tmp_path: Path) -> None:
+    """Killed after the move's record, before its traffic intent: the restart waits for Envoy (no push, no record
+    while none is connected), then applies the stage's split and closes the move's record."""
+    world = World(tmp_path)
+    driver, traffic, _ = await world.open()
+    await driver.start("v2", PLAN, reason="r", actor="operator:alice", source="plan.yaml")
+
+    async def die(*args: object, **kwargs: object) -> None:
+        raise Killed
+
+    traffic.set_weights = die  # type: ignore[method-assign]
+    with pytest.raises(Killed):
+        await world.ticks(driver, 11)
+    await driver._store.close()
+    again, traffic2, sink2 = await world.open()
+    assert again.saved is not None and again.saved.state.stage == 1
+    assert traffic2.desired.weight("v2") == 5  # the traffic change never happened
+    before = len(read_audit_records(tmp_path / "s.db"))
+    waiting = await again.tick()
+    assert isinstance(waiting, Progress) and "waiting for Envoy" in waiting.waiting_for
+    assert len(read_audit_records(tmp_path / "s.db")) == before  # nothing recorded while no Envoy is connected
+    sink2._served = (("v1", 95), ("v2", 5))  # Envoy connected and serves the persisted split
+    await again.tick()
+    assert traffic2.desired.weight("v2") == 25
+    records = rollout_records(tmp_path / "s.db")
+    closed = [r for r in records if r.phase == "applied" and "outcome recorded at start-up" in r.reason]
+    assert len(closed) == 1 and closed[0].to_stage == 1
