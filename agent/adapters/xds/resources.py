@@ -343,7 +343,7 @@ def build_route(
                             # Shadow: Envoy copies a share of live requests and discards the answers (mirror.py).
                             request_mirror_policies=_mirror_policies(mirror),
                         ),
-                    )
+                    ),
                 ],
             )
         ],
@@ -366,9 +366,7 @@ def _mirror_policies(mirror: MirrorShare | None) -> list[route_components_pb2.Ro
     ]
 
 
-def build_lease_routes(
-    topology: ModelTopology, leases: Sequence[tuple[str, str]]
-) -> list[route_components_pb2.Route]:
+def build_lease_routes(topology: ModelTopology, leases: Sequence[tuple[str, str]]) -> list[route_components_pb2.Route]:
     routes = []
     for lease_id, version in leases:
         route = route_components_pb2.Route(
@@ -402,9 +400,7 @@ def build_lease_routes(
 def _lease_header(*, exact: str | None) -> route_components_pb2.HeaderMatcher:
     if exact is None:
         return route_components_pb2.HeaderMatcher(name=LEASE_HEADER, present_match=True)
-    return route_components_pb2.HeaderMatcher(
-        name=LEASE_HEADER, string_match=string_pb2.StringMatcher(exact=exact)
-    )
+    return route_components_pb2.HeaderMatcher(name=LEASE_HEADER, string_match=string_pb2.StringMatcher(exact=exact))
 
 
 def _header(key: str, value: str) -> base_pb2.HeaderValueOption:

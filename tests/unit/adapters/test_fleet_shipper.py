@@ -106,9 +106,7 @@ async def test_ships_in_order_in_batches_each_record_once_through_outages(tmp_pa
     fleet.failures = 3  # down at start
     shipper, registry = shipper_for(store, fleet)
     # the lag is set after the batch is shipped and the local head read: wait for that pass, not only the rows
-    await run_until(
-        shipper, lambda: len(fleet.rows) == 23 and value(registry, "rollback_agent_fleet_lag_records") == 0
-    )
+    await run_until(shipper, lambda: len(fleet.rows) == 23 and value(registry, "rollback_agent_fleet_lag_records") == 0)
     assert fleet.inserts == list(range(1, 24))
     assert value(registry, "rollback_agent_fleet_ship_errors_total") == 3
     assert value(registry, "rollback_agent_fleet_shipped_records_total") == 23
