@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,6 +113,25 @@ class AgentStack:
                 return r.status
         except aiohttp.ClientError:
             return 0
+
+    async def cli(self, *args: str, timeout_s: float = 30.0) -> tuple[int, str, str]:
+        """`python -m agent ARGS --config <this stack's config>` with the stack's token: (exit code, stdout, stderr)."""
+        assert self.config_path is not None
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "agent",
+            *args,
+            "--config",
+            str(self.config_path),
+            cwd=ROOT,
+            env={**os.environ, "ROLLBACK_AGENT_TOKEN": TOKEN},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), timeout_s)
+        assert process.returncode is not None
+        return process.returncode, out.decode(), err.decode()
 
     async def control(
         self, method: str, path: str, body: dict[str, Any] | None = None, token: str | None = TOKEN

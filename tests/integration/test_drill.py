@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,7 @@ from agent.pb.rollback_agent.v1 import audit_pb2
 from harness.http_util import request
 from harness.load import TrafficGenerator
 from harness.wait import async_wait_until
-from tests.integration.agent_stack import ROOT, TOKEN, AgentStack, body_factory
+from tests.integration.agent_stack import AgentStack, body_factory
 
 RULES = """\
 model: cancer
@@ -62,23 +60,8 @@ def stack(tmp_path: Path, agent_factory, envoy_factory, refserver_factory) -> Ag
 
 
 async def drill_cli(stack: AgentStack, *args: str) -> tuple[int, str, str]:
-    assert stack.config_path is not None
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "agent",
-        "drill",
-        "--config",
-        str(stack.config_path),
-        *args,
-        cwd=ROOT,
-        env={**os.environ, "ROLLBACK_AGENT_TOKEN": TOKEN},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 120)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    """`drill ARGS` (the config is appended after them, which argparse takes either way)."""
+    return await stack.cli("drill", *args, timeout_s=120)
 
 
 async def status(stack: AgentStack) -> dict[str, Any]:

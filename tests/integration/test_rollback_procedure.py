@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,7 @@ from agent.adapters.store.sqlite_store import read_audit_records
 from agent.pb.rollback_agent.v1 import audit_pb2
 from harness.load import TrafficGenerator
 from harness.wait import async_wait_until
-from tests.integration.agent_stack import MODEL, ROOT, TOKEN, AgentStack, body_factory
+from tests.integration.agent_stack import MODEL, ROOT, AgentStack, body_factory
 
 VERSIONS = ("v1", "v2", "v3")
 PHASES = {"detect", "select", "validate", "warm", "switch", "ack", "mark", "confirm", "verify", "archive"}
@@ -155,22 +153,7 @@ async def finished_rollback(stack: AgentStack, timeout_s: float = 20) -> audit_p
 
 
 async def cli(stack: AgentStack, *args: str) -> tuple[int, str, str]:
-    assert stack.config_path is not None
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "agent",
-        *args,
-        "--config",
-        str(stack.config_path),
-        cwd=ROOT,
-        env={**os.environ, "ROLLBACK_AGENT_TOKEN": TOKEN},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    return await stack.cli(*args)
 
 
 async def version_statuses(stack: AgentStack) -> dict[str, str]:

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +29,7 @@ from agent.adapters.store.sqlite_store import read_audit_records
 from agent.pb.rollback_agent.v1 import audit_pb2
 from harness.load import TrafficGenerator, split_within_tolerance
 from harness.wait import async_wait_until
-from tests.integration.agent_stack import MODEL, ROOT, TOKEN, AgentStack, body_factory
+from tests.integration.agent_stack import MODEL, TOKEN, AgentStack, body_factory
 from tests.integration.test_rollback_procedure import _entry as registry_entry
 from tests.integration.test_status_page import browser, page_value  # noqa: F401 (browser: its fixture)
 
@@ -135,22 +133,7 @@ def write_plan(tmp_path: Path, document: dict[str, Any], name: str = "plan.yaml"
 
 
 async def cli(stack: AgentStack, *args: str) -> tuple[int, str, str]:
-    assert stack.config_path is not None
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "agent",
-        *args,
-        "--config",
-        str(stack.config_path),
-        cwd=ROOT,
-        env={**os.environ, "ROLLBACK_AGENT_TOKEN": TOKEN},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    return await stack.cli(*args)
 
 
 async def rollout(stack: AgentStack) -> dict[str, Any]:
