@@ -685,6 +685,7 @@ async def _build_on_store(
         drill_scheduler=drill_scheduler,
         rollouts=rollouts,
         leases=leases,
+        shadow_capture=capture,
     )
 
 

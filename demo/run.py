@@ -2,9 +2,10 @@
 
 Starts two versions of the reference model server, the agent and a real Envoy, sends steady traffic through Envoy,
 and tells the story live: v1 is stable; traffic moves to v2 and back through the agent's CLI, each switch timed.
-Then (unless --no-auto) a rollout takes v2 through judged stages: the agent advances it from 5 % to 25 % on its
-gates' evidence, a fault appears in v2 at 25 %, the agent goes back one stage by itself, and the operator aborts
-(all traffic to v1, v2 quarantined). It ends with `audit verify` on the whole trail.
+Then (unless --no-auto) a rollout takes v2 through judged stages: a shadow stage (half the live requests mirrored
+to v2, its answers compared with v1's, never shown to a user), then 5 % and 25 %, each advanced on its gates'
+evidence; a fault appears in v2 at 25 %, the agent goes back one stage by itself, and the operator aborts (all
+traffic to v1, v2 quarantined). It ends with `audit verify` on the whole trail.
 Every process it starts is stopped when it ends, whatever happens.
 
 `--server mlserver` (`make demo-mlserver`) tells the same story on real MLServer 1.7.1 (one server per version, from
@@ -38,6 +39,7 @@ from harness.bootstraps import agent_bootstrap  # noqa: E402
 from harness.envoy import EnvoyProcess  # noqa: E402
 from harness.load import TrafficGenerator  # noqa: E402
 from harness.mlserver import MLServerModel, MLServerProcess  # noqa: E402
+from harness.ports import free_port  # noqa: E402
 from harness.refserver import RefServer  # noqa: E402
 from harness.sidecar import agent_config, sidecar_ports  # noqa: E402
 from refserver.client import sample_request  # noqa: E402
@@ -143,10 +145,16 @@ DEMO_GATES = [
     {"kind": "relative", "signal": "error_rate", "relative": 1.0, "absolute": 0.1, "window": "5s", "min_requests": 20},
     {"kind": "judge", "signal": "latency_ms", "confidence": 0.98, "min_points": 20, "tolerance": 1.0, "window": "5s"},
 ]
+# Shadow: half of the live requests are copied to v2, its answers compared with v1's for the same request (the
+# capture joins them by x-request-id); no user sees v2's answers.
+SHADOW_GATES = [
+    {"kind": "relative", "signal": "agreement_rate", "absolute": 0.05, "window": "5s", "min_requests": 50},
+]
 DEMO_PLAN = {
     "on_breach": "previous_stage",
     "max_breaches": 3,
     "stages": [
+        {"name": "shadow", "mirror": "50%", "min_duration": "3s", "gates": SHADOW_GATES},
         {"name": "canary-5", "weight": 5, "min_duration": "4s", "gates": DEMO_GATES},
         {"name": "canary-25", "weight": 25, "min_duration": "60s", "gates": DEMO_GATES},
         {"name": "full", "weight": 100, "min_duration": "5s", "gates": [{"rule": "error-rate"}]},
@@ -191,8 +199,13 @@ async def operator(*args: str) -> str:
 async def progressive_delivery(generator: TrafficGenerator, ports: dict[str, int], fault: Fault) -> bool:
     plan_path = WORK / "rollout-plan.yaml"
     plan_path.write_text(yaml.safe_dump(DEMO_PLAN, sort_keys=False))
-    say(f"\n== a rollout of v2 through judged stages: canary-5 (5 %) -> canary-25 (25 %) -> full ({plan_path.name})")
+    say(
+        "\n== a rollout of v2 through judged stages: shadow (50 % mirrored) -> canary-5 (5 %) -> canary-25 (25 %) -> "
+        f"full ({plan_path.name})"
+    )
     await operator("rollout", "start", "v2", "--plan", str(plan_path), "--reason", "demo: release v2")
+    status = await wait_for(ports, lambda s: stage_of(s) == "canary-5", 30, "v2 advanced from shadow to canary-5")
+    say(f"    v2 answered mirrored requests in the shadow, and agreed with v1: {status.get('last_move', '')}")
     status = await wait_for(ports, lambda s: stage_of(s) == "canary-25", 30, "v2 advanced to canary-25")
     say(f"    the agent advanced v2 to canary-25 by itself: {status.get('last_move', '')}")
     await asyncio.sleep(1.5)
@@ -282,6 +295,7 @@ def main() -> int:
             candidate="v2",
             rules={"file": str(ROOT / "rules" / "default.yaml")},
             rollback={"verify_window_s": 3},
+            rollout={"shadow": {"capture": True, "listener": {"port": free_port("127.0.0.1")}}},
         )
         for version in config["versions"]:
             server = servers[version["tag"]]

@@ -583,3 +583,54 @@ async def test_invalid_plans_are_refused_with_file_and_line_and_nothing_moves(tm
     assert status == 400 and "reason" in body["message"], body
     await nothing_moved(stack)
     await audit_intact(stack)
+
+
+def shadow_plan() -> dict[str, Any]:
+    agreement = {"kind": "relative", "signal": "agreement_rate", "absolute": 0.1, "window": "5s", "min_requests": 40}
+    return {
+        "on_breach": "previous_stage",
+        "stages": [
+            {"name": "shadow", "mirror": "50%", "min_duration": "2s", "gates": [agreement]},
+            {"name": "full", "weight": 100, "min_duration": "60s", "gates": [{"rule": "error-rate"}]},
+        ],
+    }
+
+
+async def start_shadow_stack(tmp_path: Path, factories: tuple[Any, Any, Any]) -> AgentStack:
+    from harness.ports import free_port
+
+    shadow = {"capture": True, "listener": {"port": free_port("127.0.0.1")}}
+    return await start_stack(tmp_path, factories, rollout={"interval_s": 0.2, "shadow": shadow})
+
+
+async def test_a_shadow_stage_mirrors_and_passes_a_candidate_that_agrees(tmp_path, factories):
+    """The agent's own wiring (rollout.shadow.capture): the shadow stage mirrors half the live requests to v2 while
+    every user answer comes from v1; the capture joins both answers by x-request-id and the agreement gate passes."""
+    stack = await start_shadow_stack(tmp_path, factories)
+    async with TrafficGenerator(stack.traffic_url, body_factory, rate_per_s=RATE, concurrency=8) as generator:
+        await generator.wait_for_responses(100, timeout_s=15)
+        started = await start_rollout(stack, write_plan(tmp_path, shadow_plan()))
+        assert stage_name(started) == "shadow", started
+        shadow_from = time.monotonic()
+        moved = await wait_rollout(stack, lambda b: stage_name(b) == "full", 30, what="shadow passed")
+        counts = generator.snapshot().counts_by_version(since=shadow_from, until=time.monotonic() - 0.5)
+    assert set(counts) == {"v1"}, f"every user answer came from v1 during the shadow stage: {counts}"
+    assert moved["status"] == "running", moved
+    advanced = [r.rollout_changed for r in rollout_records(stack) if r.rollout_changed.move == "advanced"]
+    gate = next(e for e in advanced[-1].evidence if e.gate == "relative:agreement_rate")
+    assert gate.outcome == "pass" and gate.value == 1.0, gate
+
+
+async def test_a_shadow_stage_stops_a_candidate_that_disagrees(tmp_path, factories):
+    """v2 answers a third of the inputs wrongly (HTTP 200): the agreement gate fails in the shadow, which is the
+    first stage, so the rollout ends at stable with v2 failed; no user ever saw one of its answers."""
+    stack = await start_shadow_stack(tmp_path, factories)
+    await stack.upstreams["v2"].set_faults_async({"wrong_answer_rate": 0.34})
+    async with TrafficGenerator(stack.traffic_url, body_factory, rate_per_s=RATE, concurrency=8) as generator:
+        await generator.wait_for_responses(100, timeout_s=15)
+        await start_rollout(stack, write_plan(tmp_path, shadow_plan()))
+        ended = await wait_rollout(stack, lambda b: b.get("status") == "rolled_back", 30, what="shadow failed")
+        counts = generator.snapshot().counts_by_version()
+    assert "relative:agreement_rate" in ended["last_move"], ended
+    assert set(counts) == {"v1"}, counts
+    assert (await versions(stack))["v2"]["status"] == "failed"
