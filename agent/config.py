@@ -200,7 +200,7 @@ class AccessLogSection(_Strict):
     headers: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")]] = ["x-request-id"]
     # A response header the model server sets with its top-class confidence (a number), kept per request.
     confidence_header: Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")] | None = None
-    min_interval_ms: Annotated[int, Field(ge=10, le=10_000)] = 100  # rules run at most this often on batches
+    min_interval_ms: Annotated[int, Field(ge=10, le=10_000)] = 50  # rules run at most this often on batches
 
 
 def _base_url(value: str) -> str:
