@@ -20,12 +20,11 @@ operator's `rollback` is never routed here: it is a rollback.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Final, Protocol
 
@@ -139,7 +138,6 @@ class RolloutDriver:
         interval_s: float = 1.0,
         monotonic: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
-        on_stable_changed: Callable[[str], Awaitable[None]] | None = None,
         rule_names: Callable[[], set[str]] | None = None,
         pins: Callable[[], Mapping[str, str]] = dict,
         shadow_capture: bool = False,
@@ -153,7 +151,6 @@ class RolloutDriver:
         self.interval_s = interval_s
         self._mono = monotonic
         self._wall = wall_clock
-        self._on_stable_changed = on_stable_changed
         self._rule_names = rule_names
         self._pins = pins
         self._shadow_capture = shadow_capture
@@ -166,7 +163,6 @@ class RolloutDriver:
         self._entered_mono = 0.0  # monotonic time the current stage was entered (this process)
         self._last_tick = 0.0
         self._last_checkpoint = 0.0
-        self._wake = asyncio.Event()
         self._resume: Transition | None = None  # a restart's stage to push once Envoy is connected
         self._dangling: tuple[audit_pb2.RolloutChanged, int] | None = None  # its move's record without outcome
 
@@ -395,9 +391,7 @@ class RolloutDriver:
     async def run(self) -> None:
         try:
             while True:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.interval_s)
-                self._wake.clear()
+                await asyncio.sleep(self.interval_s)
                 try:
                     await self.tick()
                 except (StoreUnavailableError, RolloutError) as exc:
@@ -608,5 +602,3 @@ class RolloutDriver:
         )
         self._traffic.stable = candidate
         await self._marks.mark_stable(candidate, previous, transition.evidence, actor)
-        if self._on_stable_changed is not None:
-            await self._on_stable_changed(candidate)

@@ -18,6 +18,7 @@ from agent.adapters.notify.dispatcher import NotificationDispatcher, NotifyConfi
 from agent.adapters.store.sqlite_store import SqliteStateStore
 from agent.config import NotificationReceiver
 from agent.pb.rollback_agent.v1 import audit_pb2
+from harness.wait import NotYet, async_wait_until
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -93,10 +94,7 @@ def count(d: NotificationDispatcher, outcome: str) -> float:
 
 
 async def until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached before the deadline"
-        await asyncio.sleep(0.01)
+    await async_wait_until(lambda: predicate() or NotYet(False), timeout_s, interval_s=0.01)
 
 
 async def running(d: NotificationDispatcher) -> asyncio.Task[None]:
