@@ -445,7 +445,7 @@ class RolloutDriver:
         measured = self._measurements(saved.state.candidate, saved.state.stable)
         if measured is None:
             return tuple(GateResult(g.name, GateOutcome.INSUFFICIENT, "no measurements yet") for g in stage.gates)
-        measured = replace(measured, stage_since=stage_started)
+        measured = replace(measured, stage_since=stage_started, warmup=stage.warmup)
         gates = []
         for gate, result in zip(stage.gates, judge_stage(stage, measured), strict=True):
             if isinstance(gate, RuleGate) and result.outcome is GateOutcome.FAIL:

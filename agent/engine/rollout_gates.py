@@ -6,9 +6,9 @@ histories and the raw per-request samples of the access-log stream.
 - `relative`: the candidate's figure against stable's over the same window: worse by more than
   max(relative x stable, absolute) fails; either side under `min_requests` is insufficient.
 - `judge`: agent/triggers/judge.py on the raw samples of both versions in the window.
-The comparing gates count only what was measured since the stage was entered (`stage_since`): their window is cut
-there, so a stage is judged on its own split, and the evidence of a breach that already sent the rollout back one
-stage does not fail the stage it went back to as well.
+The comparing gates count only what was measured since the stage was entered and warmed up (`stage_since` plus the
+stage's `warmup`): their window is cut there, so a stage is judged on its own split in its steady state, and the
+evidence of a breach that already sent the rollout back one stage does not fail the stage it went back to as well.
 Nothing here moves traffic or writes anything.
 """
 
@@ -45,10 +45,28 @@ class Measurements:
     raw: RawSamples | None
     shadow: ShadowSource | None = None  # the shadow capture's join (mirrored requests answered by both versions)
     stage_since: float = -math.inf  # when the current stage was entered (the same clock as `now`)
+    warmup: float = 0.0  # the comparing gates ignore the stage's first `warmup` seconds
+
+    @property
+    def compare_since(self) -> float:
+        return self.stage_since + self.warmup
 
     def window_s(self, window: float) -> float:
-        """The gate's window, cut at the stage's entry."""
-        return min(window, self.now - self.stage_since)
+        """The gate's window, cut at the stage's entry plus its warm-up."""
+        return min(window, self.now - self.compare_since)
+
+    def too_early(self, gate: str) -> GateResult | None:
+        """INSUFFICIENT while the stage has just begun or is warming up, else None."""
+        if self.now > self.compare_since:
+            return None
+        if self.warmup > 0:
+            left = self.compare_since - self.now
+            return GateResult(
+                gate,
+                GateOutcome.INSUFFICIENT,
+                f"warming up: compares from {self.warmup:g}s into the stage ({left:.3g}s left)",
+            )
+        return GateResult(gate, GateOutcome.INSUFFICIENT, "the stage has just begun")
 
 
 def judge_stage(stage: Stage, m: Measurements) -> tuple[GateResult, ...]:
@@ -97,12 +115,13 @@ def _relative_gate(gate: RelativeGate, m: Measurements) -> GateResult:
     if gate.signal in SHADOW_SIGNALS:
         return judge_shadow_gate(gate, m.shadow, m.now)
     figures: dict[str, tuple[float | None, float]] = {}
+    early = m.too_early(gate.name)
+    if early is not None:
+        return early
     seconds = m.window_s(gate.window)
-    if seconds <= 0:
-        return GateResult(gate.name, GateOutcome.INSUFFICIENT, "the stage has just begun")
     for version in (m.candidate, m.stable):
         history = m.histories.get(version)
-        window = history.window_since(m.stage_since, gate.window, m.now) if history is not None else None
+        window = history.window_since(m.compare_since, gate.window, m.now) if history is not None else None
         if window is None:
             return GateResult(gate.name, GateOutcome.INSUFFICIENT, f"{version}: no samples in the window")
         figures[version] = _figure(gate, window)
@@ -141,6 +160,9 @@ def _values(entries: Sequence[RecentEntry], signal: str) -> list[float]:
 def _judge_gate(gate: JudgeGate, m: Measurements) -> GateResult:
     if m.raw is None:
         return GateResult(gate.name, GateOutcome.INSUFFICIENT, "no raw samples: the access-log stream is off")
+    early = m.too_early(gate.name)
+    if early is not None:
+        return early
     since = m.now - m.window_s(gate.window)
     candidate = _values(m.raw.recent(m.candidate, since), gate.signal)
     stable = _values(m.raw.recent(m.stable, since), gate.signal)
@@ -150,6 +172,7 @@ def _judge_gate(gate: JudgeGate, m: Measurements) -> GateResult:
         confidence=gate.confidence,
         min_points=gate.min_points,
         tolerance=gate.tolerance,
+        min_shift=gate.min_shift,
         higher_is_worse=gate.signal not in LOWER_IS_WORSE,
         signal=gate.signal,
     )

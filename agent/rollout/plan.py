@@ -86,6 +86,9 @@ class JudgeGate(_Strict):
     confidence: Annotated[float, Field(ge=0.5, lt=1)] = 0.98
     min_points: Annotated[int, Field(ge=5)] = 50
     tolerance: Annotated[float, Field(ge=0)] = 0.0
+    # A difference smaller than this, in the signal's unit (ms for latency_ms), is never material: a candidate 0.4 ms
+    # slower than a 0.3 ms stable is 130 % slower and of no consequence to anyone.
+    min_shift: Annotated[float, Field(ge=0)] = 0.0
 
     @property
     def name(self) -> str:
@@ -111,12 +114,21 @@ class Stage(_Strict):
     weight: Annotated[int, Field(ge=0, le=100)] = 0  # % of live traffic on the candidate
     mirror: Ratio = 0.0  # share of live requests mirrored to the candidate (answers never reach a user)
     min_duration: Duration = 300.0
+    # The comparing gates (relative, judge) ignore what was measured in the stage's first `warmup`: a candidate's
+    # first requests at a new share (cold caches, new connections) are not its steady state. Rule gates judge from
+    # the first second: a breach during warm-up still counts.
+    warmup: Duration = 0.0
     gates: list[Gate] = []
 
     @model_validator(mode="after")
     def _judgeable(self) -> Self:
         if self.weight == 0 and self.mirror == 0:
             raise ValueError("give the stage a weight (live traffic) or a mirror share (shadow)")
+        if self.warmup and self.warmup >= self.min_duration:
+            raise ValueError(
+                f"warmup ({self.warmup:g}s) must be shorter than min_duration ({self.min_duration:g}s): the comparing "
+                "gates need time after it to judge"
+            )
         if self.mirror == 0:
             shadow = [g.name for g in self.gates if isinstance(g, RelativeGate) and g.signal in SHADOW_SIGNALS]
             if shadow:

@@ -110,13 +110,15 @@ def judge(
     confidence: float = 0.98,
     min_points: int = 50,
     tolerance: float = 0.0,
+    min_shift: float = 0.0,
     higher_is_worse: bool = True,
     signal: str = "value",
 ) -> Judgement:
     """pass / fail / not enough data for `candidate` against `stable`, with the statistic in the reason.
 
     `tolerance`: how much worse (relative to stable's mean; absolute when that mean is 0) the candidate's mean may
-    be before a significant difference fails the gate."""
+    be before a significant difference fails the gate. `min_shift`: the least worsening of the mean, in the signal's
+    unit, that is material whatever the tolerance allows."""
     if not 0.5 <= confidence < 1.0:
         raise ValueError(f"confidence must be in [0.5, 1), got {confidence}")
     n1, n2 = len(candidate), len(stable)
@@ -132,7 +134,7 @@ def judge(
     c_median, s_median = median(candidate), median(stable)
     c_mean, s_mean = math.fsum(candidate) / n1, math.fsum(stable) / n2
     shift = (c_mean - s_mean) if higher_is_worse else (s_mean - c_mean)
-    allowed = tolerance * abs(s_mean) if s_mean != 0 else tolerance
+    allowed = max(tolerance * abs(s_mean) if s_mean != 0 else tolerance, min_shift)
     significant = test.p_value < 1.0 - confidence
     material = shift > allowed
     failed = significant and material
@@ -145,7 +147,8 @@ def judge(
         f"{worse}"
     )
     if significant and not material:
-        reason += f"; the difference is within the tolerance {tolerance:.3g}"
+        reason += f"; the difference {shift:.6g} is within the allowed {allowed:.6g} (tolerance {tolerance:.3g}"
+        reason += f", min_shift {min_shift:.6g})" if min_shift else ")"
     return Judgement(
         Outcome.FAIL if failed else Outcome.PASS,
         reason,

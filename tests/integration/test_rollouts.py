@@ -63,8 +63,17 @@ CANARY_GATES = [
     {"rule": "error-rate"},
     # 15 points: a 50 % fault fails it at once; the few errors of the fault's last 0.1 s do not.
     {"kind": "relative", "signal": "error_rate", "relative": 1.0, "absolute": 0.15, "window": "5s", "min_requests": 20},
-    # Two reference servers on a busy 2-core machine: only a large slowdown is material.
-    {"kind": "judge", "signal": "latency_ms", "confidence": 0.98, "min_points": 20, "tolerance": 1.0, "window": "5s"},
+    # Two reference servers answering in about a millisecond on a busy 2-core machine: the candidate's first requests
+    # (a cold server, new connections) are often twice as slow, so only a large slowdown of a few ms is material.
+    {
+        "kind": "judge",
+        "signal": "latency_ms",
+        "confidence": 0.98,
+        "min_points": 20,
+        "tolerance": 1.0,
+        "min_shift": 5,
+        "window": "5s",
+    },
 ]
 
 
@@ -102,17 +111,19 @@ def factories(agent_factory, envoy_factory, refserver_factory):
     return agent_factory, envoy_factory, refserver_factory
 
 
-async def start_stack(tmp_path: Path, factories: tuple[Any, Any, Any], **config: Any) -> AgentStack:
+async def start_stack(
+    tmp_path: Path, factories: tuple[Any, Any, Any], rules: dict[str, Any] = RULES, **config: Any
+) -> AgentStack:
     agent_factory, envoy_factory, refserver_factory = factories
     stack = AgentStack(tmp_path, agent_factory, envoy_factory, refserver_factory)
     servers = await asyncio.gather(*(asyncio.to_thread(refserver_factory, MODEL, v) for v in ("v1", "v2")))
     stack.upstreams.update(zip(("v1", "v2"), servers, strict=True))
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(yaml.safe_dump(RULES, sort_keys=False))
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(yaml.safe_dump(rules, sort_keys=False))
     settings: dict[str, Any] = {
         "initial_weights": {"v1": 100, "v2": 0},
         "registry_file": str(write_registry(tmp_path / "registry.yaml")),
-        "rules": {"file": str(rules)},
+        "rules": {"file": str(rules_file)},
         "rollback": {"verify_window_s": 2, "cooldown_s": 0},
         "rollout": {"interval_s": 0.2},
     }
@@ -506,8 +517,22 @@ ROLLOUT_JS = """(() => { const card = document.getElementById('rollout'); return
         r => [r.dataset.gate, r.querySelector('.state').textContent])}; })()"""
 
 
+def lenient(document: dict[str, Any]) -> dict[str, Any]:
+    """The same rules and gates with thresholds no healthy candidate meets on a loaded machine: for tests of how a
+    rollout is shown, not of when it breaches (a headless browser beside the stack on 2 cores stalls requests)."""
+    loose = json.loads(json.dumps(document))
+    for item in loose.get("rules", []):
+        if item["kind"] == "latency_p99":
+            item["sla_ms"] = 10_000
+    for stage in loose.get("stages", []):
+        for gate in stage["gates"]:
+            if gate.get("kind") == "judge":
+                gate["tolerance"] = 50.0
+    return loose
+
+
 async def test_the_status_page_shows_the_stage_its_time_and_the_gates(tmp_path, factories, browser):  # noqa: F811
-    stack = await start_stack(tmp_path, factories)
+    stack = await start_stack(tmp_path, factories, rules=lenient(RULES))
     await browser.navigate(f"{stack.control_url}/status")
     await browser.evaluate(
         f"document.getElementById('token').value = {json.dumps(TOKEN)}; "
@@ -517,12 +542,15 @@ async def test_the_status_page_shows_the_stage_its_time_and_the_gates(tmp_path, 
     assert (await browser.evaluate(ROLLOUT_JS))["hidden"], "no rollout card before a rollout"
     async with TrafficGenerator(stack.traffic_url, body_factory, rate_per_s=RATE, concurrency=8) as generator:
         await generator.wait_for_responses(200, timeout_s=15)
-        await start_rollout(stack, write_plan(tmp_path, plan(300, 300, 300)))
+        await start_rollout(stack, write_plan(tmp_path, lenient(plan(300, 300, 300))))
 
         def judged(card: dict[str, Any]) -> bool:
             return dict(card["gates"]).get("rule:error-rate") == "pass"
 
-        card = await page_value(browser, ROLLOUT_JS, judged, "the rollout card with its gates judged")
+        try:
+            card = await page_value(browser, ROLLOUT_JS, judged, "the rollout card with its gates judged")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the rollout: {await rollout(stack)}") from None
     assert not card["hidden"] and card["status"] == "running" and card["stage"] == "canary-10", card
     assert card["current"] == ["canary-10"], card
     assert "Rollout of v2 (stable v1): running; stage canary-10" in card["title"], card

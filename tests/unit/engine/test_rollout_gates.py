@@ -23,8 +23,8 @@ class Raw:
         return [e for e in old + new if e.ts >= since]
 
 
-def measured(stage_since: float) -> Measurements:
-    return Measurements(100.0, "v2", "v1", [], {}, Raw(), stage_since=stage_since)
+def measured(stage_since: float, warmup: float = 0.0) -> Measurements:
+    return Measurements(100.0, "v2", "v1", [], {}, Raw(), stage_since=stage_since, warmup=warmup)
 
 
 def test_samples_from_before_the_stage_do_not_count() -> None:
@@ -35,3 +35,11 @@ def test_samples_from_before_the_stage_do_not_count() -> None:
 def test_a_stage_just_entered_has_not_enough_evidence_yet() -> None:
     result = judge_gate(GATE, measured(95.0))
     assert result.outcome is GateOutcome.INSUFFICIENT, result
+
+
+def test_the_stage_warmup_is_skipped_by_the_comparing_gates() -> None:
+    # The stage began at 0 with the failing requests as its cold start; a 50 s warm-up leaves them out.
+    assert judge_gate(GATE, measured(0.0)).outcome is GateOutcome.FAIL
+    assert judge_gate(GATE, measured(0.0, warmup=50.0)).outcome is GateOutcome.PASS
+    early = judge_gate(GATE, measured(60.0, warmup=50.0))
+    assert early.outcome is GateOutcome.INSUFFICIENT and "warming up" in early.reason and "10s left" in early.reason

@@ -49,6 +49,7 @@ def test_a_plan_loads_with_its_stages_and_gates() -> None:
         (PLAN.replace("min_duration: 10m", "min_duration: soon"), 11, "invalid duration 'soon'"),
         (PLAN.replace("mirror: 10%", "mirror: 0"), 4, "give the stage a weight"),
         (PLAN.replace("name: full", "name: shadow"), 3, "duplicate stage name"),
+        (PLAN.replace("min_duration: 10m", "min_duration: 10m\n      warmup: 10m"), 9, "warmup (600s) must be shorter"),
     ],
 )
 def test_bad_plans_are_refused_with_file_and_line(text: str, line: int, message: str) -> None:

@@ -73,7 +73,22 @@ def test_a_significant_but_immaterial_difference_passes_with_a_tolerance() -> No
     candidate = [x + 1.0 for x in (rng.gauss(100, 1) for _ in range(5000))]  # 1 % slower, hugely significant
     assert judge(candidate, stable).outcome is Outcome.FAIL
     lenient = judge(candidate, stable, tolerance=0.05)
-    assert lenient.outcome is Outcome.PASS and "within the tolerance 0.05" in lenient.reason
+    assert (
+        lenient.outcome is Outcome.PASS
+        and "tolerance 0.05" in lenient.reason
+        and "within the allowed" in lenient.reason
+    )
+
+
+def test_a_shift_under_min_shift_is_immaterial_however_large_relative_to_stable() -> None:
+    rng = random.Random(7)
+    stable = [rng.gauss(0.3, 0.02) for _ in range(400)]  # a 0.3 ms stable
+    candidate = [rng.gauss(0.7, 0.05) for _ in range(60)]  # more than twice as slow, 0.4 ms more
+    assert judge(candidate, stable, tolerance=1.0).outcome is Outcome.FAIL
+    tolerant = judge(candidate, stable, tolerance=1.0, min_shift=2.0)
+    assert tolerant.outcome is Outcome.PASS and "min_shift 2" in tolerant.reason, tolerant.reason
+    slow = [x + 3.0 for x in candidate]  # 3.4 ms more: material under both
+    assert judge(slow, stable, tolerance=1.0, min_shift=2.0).outcome is Outcome.FAIL
 
 
 def test_error_indicators_compare_rates() -> None:
