@@ -16,11 +16,14 @@ in this process, and open-loop traffic through Envoy.
    - `timeline`: one round's stage changes, milliseconds from the round's start.
 2. Shadow cost on the user's path, side by side in the same seconds (as bench/detect's stream_on_vs_off): the
    agent's Envoy mirroring --shadow-fraction of requests to v2 through the shadow listener with the tap capture
-   attached (every request's headers and bodies streamed to this process and joined), and a plain Envoy beside it with
-   the same route to v1 and no mirror or tap; each gets half of --load-rate at once for --load-s. Both share the
-   machine's noise and the same stable server, so the ratio of their p99s (`shadow_p99_overhead_ratio`) is the cost
-   of mirroring + capture (`shadow_p99_overhead_ratio`). A first phase the same way without the capture attached
-   gives mirroring's own share (`mirror_only_p99_overhead_ratio`).
+   attached (every request's headers and bodies streamed to a capture process and joined), and a baseline Envoy
+   beside it with the same bootstrap and the same resources (listeners, filters, the tap filter itself, the route to
+   v1) from a second xDS server, never mirroring and with no tap attached; each gets half of --load-rate at once for
+   --load-s, in two halves that start the two generators in opposite orders (harness.load.side_by_side: at one rate
+   they fire in the same instants, and the first one's request reaches the stable server first). Both share the
+   machine's noise, the same configuration and the same stable server, so the ratio of their p99s
+   (`shadow_p99_overhead_ratio`) is the cost of mirroring + capture and nothing else. A first phase the same way
+   without the capture attached gives mirroring's own share (`mirror_only_p99_overhead_ratio`).
 
 The last line printed is one JSON object; it is also written to bench/results/canary.json.
 """
@@ -53,9 +56,9 @@ from agent.engine.mirror import MirrorController  # noqa: E402
 from agent.engine.traffic import TrafficController  # noqa: E402
 from agent.pb.rollback_agent.v1 import audit_pb2  # noqa: E402
 from agent.telemetry import AgentMetrics  # noqa: E402
-from harness.bootstraps import StaticUpstream, agent_bootstrap, static_weighted_bootstrap  # noqa: E402
+from harness.bootstraps import agent_bootstrap  # noqa: E402
 from harness.envoy import EnvoyProcess  # noqa: E402
-from harness.load import TrafficGenerator  # noqa: E402
+from harness.load import TrafficGenerator, side_by_side  # noqa: E402
 from harness.measure import percentile, write_result  # noqa: E402
 from harness.ports import free_port  # noqa: E402
 from harness.refserver import RefServer  # noqa: E402
@@ -90,33 +93,27 @@ class Stack:
         # crashed the child (SIGSEGV before exec) on this machine. Envoy retries the xDS server until it is up.
         for version in (STABLE, CANDIDATE):
             self.servers[version] = RefServer(MODEL, version, None, self.logs, ()).start(30)
-        self.plain_ports: dict[str, int] = {}
-        for phase in ("mirror_only", "shadow"):
-            self.plain_ports[phase] = free_port()
-            bootstrap = static_weighted_bootstrap(
-                listener_port=self.plain_ports[phase],
-                admin_port=free_port(),
-                upstreams=[StaticUpstream(f"{MODEL}__{STABLE}", self.servers[STABLE].port, 100)],
-                route_timeout="15s",
-                node_id=f"bench-plain-envoy-{phase}",
-            )
-            plain = EnvoyProcess(bootstrap, work_dir=self.work / f"envoy-plain-{phase}", log_dir=self.logs)
-            self.envoys.append(plain.start(15))
-        xds_port = free_port()
+        xds_port, baseline_xds_port = free_port(), free_port()
         envoy = EnvoyProcess(
             agent_bootstrap(xds_port=xds_port, node_id="canary-envoy"), work_dir=self.work / "envoy", log_dir=self.logs
         )
         self.envoys.append(envoy.start(15))
         self.envoy = envoy
-        self.listener_port = free_port()
-        self.topology = ModelTopology(
-            model=MODEL,
-            upstreams=tuple(VersionUpstream(v, "127.0.0.1", s.port) for v, s in self.servers.items()),
-            listener_host="127.0.0.1",
-            listener_port=self.listener_port,
-            shadow=ShadowSettings(port=free_port()),
+        # The baseline: an Envoy with the same bootstrap, fed the same resources (shadow listener and tap filter
+        # included) by a second xDS server of this process, whose split never mirrors and whose tap nobody attaches.
+        baseline = EnvoyProcess(
+            agent_bootstrap(xds_port=baseline_xds_port, node_id="canary-envoy-baseline"),
+            work_dir=self.work / "envoy-baseline",
+            log_dir=self.logs,
         )
+        self.envoys.append(baseline.start(15))
+        self.listener_port = free_port()
+        self.topology = self._topology(self.listener_port)
+        self.baseline_port = free_port()
         weights = ((STABLE, 100), (CANDIDATE, 0))
+        self.baseline_cache = SnapshotCache()
+        XdsRouteSink(self.baseline_cache, self._topology(self.baseline_port)).publish_initial(weights)
+        self.baseline_server, _ = await start_xds_server(self.baseline_cache, "127.0.0.1", baseline_xds_port)
         policy = TrafficPolicy(weights, 1, "bench start", "bench", time.time())
         self.store = await SqliteStateStore.create(
             self.work / "state.db",
@@ -140,11 +137,22 @@ class Stack:
         await self.traffic.start()
         self.mirror = MirrorController(traffic=self.traffic, sink=self.sink, store=self.store, ack_timeout_s=5.0)
         await async_wait_until(self.cache.in_sync, 15, what="Envoy in sync with the agent's xDS")
+        await async_wait_until(self.baseline_cache.in_sync, 15, what="the baseline Envoy in sync with its xDS")
+
+    def _topology(self, listener_port: int) -> ModelTopology:
+        return ModelTopology(
+            model=MODEL,
+            upstreams=tuple(VersionUpstream(v, "127.0.0.1", s.port) for v, s in self.servers.items()),
+            listener_host="127.0.0.1",
+            listener_port=listener_port,
+            shadow=ShadowSettings(port=free_port()),
+        )
 
     async def close(self) -> None:
         for envoy in self.envoys:
             envoy.stop()
         await self.server.stop(None)
+        await self.baseline_server.stop(None)
         for server in self.servers.values():
             server.stop()
 
@@ -207,7 +215,6 @@ async def shadow_on_vs_off(stack: Stack, bodies: list[bytes], *, capture_on: boo
     args = stack.args
     prefix = "shadow" if capture_on else "mirror_only"
     await stack.stage(0, args.shadow_fraction, "bench: shadow on")
-    plain_port = stack.plain_ports[prefix]
     child: asyncio.subprocess.Process | None = None
     try:
         # In a process of its own, as in the agent: its parsing must not slow this load generator.
@@ -224,19 +231,10 @@ async def shadow_on_vs_off(stack: Stack, bodies: list[bytes], *, capture_on: boo
             line = await asyncio.wait_for(child.stdout.readline(), 15)
             if line.strip() != b"attached":
                 raise RuntimeError(f"the shadow capture did not attach: {line!r}")
-        urls = {"on": stack.traffic_url, "off": f"http://127.0.0.1:{plain_port}/v2/models/{MODEL}/infer"}
-        generators = {
-            side: TrafficGenerator(
-                url, lambda i: bodies[i % len(bodies)], rate_per_s=args.load_rate / 2, concurrency=16
-            )
-            for side, url in urls.items()
-        }
-        async with generators["on"], generators["off"]:
-            for generator in generators.values():
-                await generator.wait_for_responses(int(args.load_rate / 2), timeout_s=20)  # warm connections
-            t0 = time.monotonic()
-            await asyncio.sleep(args.load_s)
-            t1 = time.monotonic()
+        urls = {"on": stack.traffic_url, "off": f"http://127.0.0.1:{stack.baseline_port}/v2/models/{MODEL}/infer"}
+        measured = await side_by_side(
+            urls, lambda i: bodies[i % len(bodies)], rate_per_s=args.load_rate / 2, seconds=args.load_s
+        )
     finally:
         captured: dict[str, Any] = {}
         if child is not None:
@@ -244,19 +242,17 @@ async def shadow_on_vs_off(stack: Stack, bodies: list[bytes], *, capture_on: boo
             captured = json.loads(out.decode().strip().splitlines()[-1])
         await stack.stage(0, 0.0, "bench: shadow off")
     figures: dict[str, Any] = {}
-    failed = 0
-    for side, generator in generators.items():
-        latencies = generator.results.latencies_s(since=t0, until=t1)
+    for side, latencies in measured.latencies_s.items():
         figures[f"{prefix}_{side}_p50_ms"] = rounded(percentile(latencies, 0.5) * 1000.0)
         figures[f"{prefix}_{side}_p99_ms"] = rounded(percentile(latencies, 0.99) * 1000.0)
-        failed += len(generator.results.failed(since=t0, until=t1))
         progress(
-            f"{prefix} {side}: {len(latencies) / (t1 - t0):.0f} req/s, p99 {figures[f'{prefix}_{side}_p99_ms']} ms"
+            f"{prefix} {side}: {len(latencies) / measured.seconds:.0f} req/s, "
+            f"p99 {figures[f'{prefix}_{side}_p99_ms']} ms"
         )
     for q in ("p50", "p99"):
         on, off = figures[f"{prefix}_on_{q}_ms"], figures[f"{prefix}_off_{q}_ms"]
         figures[f"{prefix}_{q}_overhead_ratio"] = rounded(on / off) if on and off else None
-    figures[f"{prefix}_failed_requests"] = failed
+    figures[f"{prefix}_failed_requests"] = sum(measured.failed.values())
     if captured:
         figures.update({f"shadow_capture_{k}": v for k, v in captured.items()})
     return figures

@@ -122,7 +122,7 @@ from agent.pb.rollback_agent.v1 import audit_pb2  # noqa: E402
 from harness.agent import start_agent, wait_http_ready, wait_http_ready_async  # noqa: E402
 from harness.bootstraps import StaticUpstream, agent_bootstrap, static_weighted_bootstrap  # noqa: E402
 from harness.envoy import EnvoyProcess  # noqa: E402
-from harness.load import Results, TrafficGenerator  # noqa: E402
+from harness.load import Results, TrafficGenerator, side_by_side  # noqa: E402
 from harness.measure import percentile, rss_mb, wall_to_monotonic_offset, write_result  # noqa: E402
 from harness.ports import free_port  # noqa: E402
 from harness.process import ManagedProcess  # noqa: E402
@@ -654,7 +654,8 @@ async def load_phase(stack: Stack, args: argparse.Namespace, bodies: list[bytes]
 async def stream_on_vs_off(stack: Stack, args: argparse.Namespace, bodies: list[bytes]) -> dict[str, float]:
     """The stream's cost on the user's path, on and off in the same seconds: the agent's Envoy (streaming every
     request to the agent) and a second Envoy beside it with the same 50/50 route to the same model servers and no
-    access log, each given half of --load-rate at once for --load-s. Both share the machine's noise, so the p99 ratio
+    access log, each given half of --load-rate at once for --load-s (two halves starting the generators in opposite
+    orders: harness.load.side_by_side). Both share the machine's noise, so the p99 ratio
     is the stream's cost, not the difference between two moments (an agent restart between phases made that ratio
     swing from 0.7 to 1.9 on this 2-core machine). Each Envoy has its own worker thread, so the streaming one's work
     cannot leak into the other's latencies."""
@@ -669,25 +670,17 @@ async def stream_on_vs_off(stack: Stack, args: argparse.Namespace, bodies: list[
     plain = EnvoyProcess(bootstrap, work_dir=stack.work / "envoy-plain", log_dir=stack.logs)
     with plain.start(15):
         urls = {"on": stack.traffic_url, "off": f"http://127.0.0.1:{plain_port}/v2/models/{MODEL}/infer"}
-        generators = {
-            side: TrafficGenerator(
-                url, lambda i: bodies[i % len(bodies)], rate_per_s=args.load_rate / 2, concurrency=16
-            )
-            for side, url in urls.items()
-        }
-        async with generators["on"], generators["off"]:
-            for generator in generators.values():
-                await generator.wait_for_responses(int(args.load_rate / 2), timeout_s=20)  # warm connections
-            t0 = time.monotonic()
-            await asyncio.sleep(args.load_s)
-            t1 = time.monotonic()
-    figures: dict[str, float] = {"failed": 0.0}
-    for side, generator in generators.items():
-        latencies = generator.results.latencies_s(since=t0, until=t1)
+        measured = await side_by_side(
+            urls, lambda i: bodies[i % len(bodies)], rate_per_s=args.load_rate / 2, seconds=args.load_s
+        )
+    figures: dict[str, float] = {"failed": float(sum(measured.failed.values()))}
+    for side, latencies in measured.latencies_s.items():
         figures[side] = percentile(latencies, 0.99) * 1000.0
         figures[f"{side}_p50"] = percentile(latencies, 0.5) * 1000.0
-        figures["failed"] += len(generator.results.failed(since=t0, until=t1))
-        progress(f"load side by side ({side}): {len(latencies) / (t1 - t0):.0f} requests/s, p99 {figures[side]:.2f} ms")
+        progress(
+            f"load side by side ({side}): {len(latencies) / measured.seconds:.0f} requests/s, "
+            f"p99 {figures[side]:.2f} ms"
+        )
     return figures
 
 

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
@@ -33,8 +34,10 @@ __all__ = [
     "Response",
     "ResponseLog",
     "Results",
+    "SideBySide",
     "SplitCheck",
     "TrafficGenerator",
+    "side_by_side",
     "split_within_tolerance",
 ]
 
@@ -264,3 +267,48 @@ class TrafficGenerator:
             self._inflight[slot] = 0
             if self._waiters:
                 self._wake_waiters()
+
+
+@dataclass(frozen=True)
+class SideBySide:
+    """Latencies (s) and failed requests per side of a side-by-side measurement, and the seconds measured."""
+
+    latencies_s: dict[str, list[float]]
+    failed: dict[str, int]
+    seconds: float
+
+
+async def side_by_side(
+    urls: Mapping[str, str],
+    body: Callable[[int], bytes],
+    *,
+    rate_per_s: float,
+    seconds: float,
+    concurrency: int = 16,
+) -> SideBySide:
+    """Two targets under the same open-loop load in the same seconds, so they share the machine's noise.
+
+    Two generators at one rate fire in the same instants, and where their requests meet (one model server behind
+    both, one core) the generator started first is served first. The measurement is therefore two halves that start
+    the generators in opposite orders; each half warms its connections before it counts."""
+    sides = list(urls)
+    if len(sides) != 2:
+        raise ValueError(f"side_by_side compares two targets, got {sides}")
+    latencies: dict[str, list[float]] = {side: [] for side in sides}
+    failed = dict.fromkeys(sides, 0)
+    measured = 0.0
+    for order in (sides, sides[::-1]):
+        generators = {
+            side: TrafficGenerator(urls[side], body, rate_per_s=rate_per_s, concurrency=concurrency) for side in order
+        }
+        async with generators[order[0]], generators[order[1]]:
+            for generator in generators.values():
+                await generator.wait_for_responses(max(1, int(rate_per_s)), timeout_s=20)
+            t0 = time.monotonic()
+            await asyncio.sleep(seconds / 2)
+            t1 = time.monotonic()
+        for side, generator in generators.items():
+            latencies[side].extend(generator.results.latencies_s(since=t0, until=t1))
+            failed[side] += len(generator.results.failed(since=t0, until=t1))
+        measured += t1 - t0
+    return SideBySide(latencies, failed, measured)
