@@ -439,6 +439,9 @@ NotificationKind = Literal[
     "pause",
     "drill",
     "rollout",
+    "shadow",
+    "lease",
+    "pin",
 ]
 
 

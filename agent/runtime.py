@@ -411,6 +411,7 @@ async def build_agent(
         store.sealed_observers.append(lambda record: metrics.set_audit_head(record.seq, record.hash, record.key_id))
         notifier = _notifier(config, metrics, store.store_id)
         if notifier is not None:
+            await notifier.resume(store)  # what it had not told before the agent stopped
             store.sealed_observers.append(notifier.observe)
         if rules_error:
             await store.append(

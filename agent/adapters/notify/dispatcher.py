@@ -5,6 +5,11 @@ only derives the notification and puts it in each subscribed receiver's bounded 
 One worker per receiver posts in order, retrying transient failures (connection errors, timeouts, 408, 429,
 5xx) with exponential backoff and full jitter; a slow or dead receiver delays only its own queue. A full queue
 drops its oldest notification (counted). At shutdown the queues get `drain_timeout_s` to empty.
+
+Nothing is lost with the process: each receiver's cursor (the seq of the last record it was told, or given up on)
+is kept in the state store, and `resume` re-derives what came after it from the audit trail at the next start
+(at least once: a kill between a delivery and its cursor repeats that one, with the same Idempotency-Key). A
+receiver's first start begins at the trail's head: history is not replayed to a new receiver.
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from agent.adapters.notify.events import Notification, notification_for
 from agent.config import NotificationReceiver, NotificationsSection
 from agent.pb.rollback_agent.v1 import audit_pb2
+from agent.ports.store import StateStore, StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
 OUTCOMES = ("delivered", "failed", "dropped")
 _TRANSIENT = {408, 425, 429}
+CURSOR_PREFIX = "notify.cursor."  # + receiver name: the seq of the last record the receiver is done with
 
 
 class NotifyConfigError(Exception):
@@ -123,6 +130,8 @@ class _Receiver:
     queue: deque[dict[str, Any]] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     busy: bool = False
+    saved_seq: int = 0  # the cursor as last persisted
+    cut: bool = False  # a delivery was cut off at shutdown: told again at the next start
 
 
 class _Permanent(Exception):
@@ -151,6 +160,8 @@ class NotificationDispatcher:
         self.sleep: Callable[[float], Any] = asyncio.sleep
         self._idle = asyncio.Event()  # set while no receiver has anything queued or in flight
         self._idle.set()
+        self._store: StateStore | None = None
+        self._observed_seq = 0  # the newest sealed record seen
 
     @classmethod
     def from_config(
@@ -170,9 +181,49 @@ class NotificationDispatcher:
             drain_timeout_s=section.drain_timeout_s,
         )
 
+    async def resume(self, store: StateStore) -> int:
+        """Queue what each receiver was not yet told before the agent stopped (from its cursor to the trail's head)
+        and keep the cursors in `store` from now on. Call before `observe` is attached: nothing may be sealed
+        between the two. Returns how many notifications were queued again."""
+        self._store = store
+        head, _ = await store.head()
+        replayed = 0
+        for receiver in self._receivers:
+            saved = await store.get_setting(CURSOR_PREFIX + receiver.name)
+            if saved is None or not saved.isdigit() or int(saved) > head:
+                if saved is not None:
+                    log.error(
+                        "notifications: cursor of %s is %r, not a seq of this trail: restarting at the head %d",
+                        receiver.name,
+                        saved,
+                        head,
+                    )
+                await store.put_setting(CURSOR_PREFIX + receiver.name, str(head))
+                receiver.saved_seq = head
+                continue
+            receiver.saved_seq = seq = int(saved)
+            while seq < head:
+                page = await store.records(since_seq=seq, limit=500)
+                if not page:
+                    break
+                for record in page:
+                    note = notification_for(record)
+                    if note is not None and not receiver.kinds.isdisjoint(note.kinds):
+                        self._put(receiver, note.body(self.store_id))
+                        replayed += 1
+                seq = page[-1].seq
+            if receiver.queue:
+                log.warning(
+                    "notifications: %d not yet told to %s before the agent stopped are queued again",
+                    len(receiver.queue),
+                    receiver.name,
+                )
+        return replayed
+
     # -- the decision side: never blocks --------------------------------------------------------------------------
 
     def observe(self, record: audit_pb2.AuditRecord) -> None:
+        self._observed_seq = max(self._observed_seq, record.seq)
         note = notification_for(record)
         if note is None:
             return
@@ -184,14 +235,17 @@ class NotificationDispatcher:
             if receiver.kinds.isdisjoint(note.kinds):
                 continue
             body = body or note.body(self.store_id)
-            if len(receiver.queue) >= self.queue_size:
-                dropped = receiver.queue.popleft()
-                self.metrics.notifications.labels(receiver.name, "dropped").inc()
-                log.warning("notification queue of %s full: dropped %s", receiver.name, dropped.get("id"))
-            receiver.queue.append(body)
-            self._idle.clear()
-            self.metrics.queued.labels(receiver.name).set(len(receiver.queue))
-            receiver.wake.set()
+            self._put(receiver, body)
+
+    def _put(self, receiver: _Receiver, body: dict[str, Any]) -> None:
+        if len(receiver.queue) >= self.queue_size:
+            dropped = receiver.queue.popleft()
+            self.metrics.notifications.labels(receiver.name, "dropped").inc()
+            log.warning("notification queue of %s full: dropped %s", receiver.name, dropped.get("id"))
+        receiver.queue.append(body)
+        self._idle.clear()
+        self.metrics.queued.labels(receiver.name).set(len(receiver.queue))
+        receiver.wake.set()
 
     # -- the delivery side ----------------------------------------------------------------------------------------
 
@@ -215,6 +269,11 @@ class NotificationDispatcher:
                 for worker in workers:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await worker
+                # A receiver with nothing left is done with every record seen: the next start need not re-read them.
+                for receiver in self._receivers:
+                    if not receiver.queue and not receiver.cut:
+                        with contextlib.suppress(Exception):
+                            await self._advance(receiver, self._observed_seq)
                 self._drop_rest()
 
     def idle(self) -> bool:
@@ -246,12 +305,25 @@ class NotificationDispatcher:
                 outcome = await self._deliver(session, receiver, body)
             except asyncio.CancelledError:  # cut off at the end of the drain
                 self.metrics.notifications.labels(receiver.name, "dropped").inc()
+                receiver.cut = True
                 raise
             finally:
                 receiver.busy = False
             self.metrics.notifications.labels(receiver.name, outcome).inc()
+            await self._advance(receiver, int(body.get("seq", 0)))
             if self.idle():
                 self._idle.set()
+
+    async def _advance(self, receiver: _Receiver, seq: int) -> None:
+        """The receiver is done with the records up to `seq` (told, or given up on)."""
+        if self._store is None or seq <= receiver.saved_seq:
+            return
+        try:
+            await self._store.put_setting(CURSOR_PREFIX + receiver.name, str(seq))
+        except StoreUnavailableError as exc:  # told again after a restart, never lost
+            log.warning("notifications: cursor of %s not saved (%s)", receiver.name, exc)
+            return
+        receiver.saved_seq = seq
 
     async def _deliver(self, session: aiohttp.ClientSession, receiver: _Receiver, body: dict[str, Any]) -> str:
         data = json.dumps(body, separators=(",", ":")).encode()

@@ -28,7 +28,12 @@ _ROLLBACK_KINDS: dict[str, tuple[str, ...]] = {
 
 
 # Rollout moves worth telling (agent/rollout/machine.py); stage advances are the rollout going to plan.
-_ROLLOUT_MOVES = frozenset({"promoted", "completed", "rolled_back", "aborted", "went_back"})
+_ROLLOUT_MOVES = frozenset({"promoted", "completed", "rolled_back", "aborted", "went_back", "standby_ended"})
+# Lease actions worth telling (agent/engine/leases.py); a renewal is the batch job going to plan.
+_LEASE_ACTIONS = frozenset({"acquired", "released", "expired", "revoked"})
+# Mirror outcomes worth telling: a change that took effect, and one Envoy did not take (`unchanged` and a guard's
+# `refused` moved nothing and were answered to whoever asked).
+_MIRROR_OUTCOMES = frozenset({"acked", "rejected", "timeout"})
 
 
 @dataclass(frozen=True)
@@ -176,6 +181,53 @@ def notification_for(record: audit_pb2.AuditRecord) -> Notification | None:
                 "reason": move.reason,
                 "error": move.error,
             },
+        )
+    if which == "mirror_changed":
+        mirror = record.mirror_changed
+        if mirror.outcome not in _MIRROR_OUTCOMES:
+            return None
+        failed = "" if mirror.outcome == "acked" else f" NOT APPLIED ({mirror.outcome}: {mirror.detail})"
+        return Notification(
+            ("shadow",),
+            f":busts_in_silhouette: {model}: shadow traffic to {mirror.version}: {mirror.from_fraction:.0%} -> "
+            f"{mirror.to_fraction:.0%} of live requests mirrored{failed}: {mirror.reason}",
+            base
+            | {
+                "version": mirror.version,
+                "from_fraction": mirror.from_fraction,
+                "to_fraction": mirror.to_fraction,
+                "outcome": mirror.outcome,
+                "reason": mirror.reason,
+                "forced": mirror.forced,
+            },
+        )
+    if which == "lease_changed":
+        lease = record.lease_changed
+        if lease.action not in _LEASE_ACTIONS:
+            return None
+        forced = f" (forced over: {', '.join(lease.overridden)})" if lease.forced and lease.overridden else ""
+        return Notification(
+            ("lease",),
+            f":lock: {model}: batch lease {lease.lease_id} on {lease.version} for {lease.holder}: {lease.action}"
+            f"{forced}: {lease.reason}",
+            base
+            | {
+                "lease_id": lease.lease_id,
+                "version": lease.version,
+                "holder": lease.holder,
+                "action": lease.action,
+                "expires_at": lease.expires_at,
+                "reason": lease.reason,
+                "forced": lease.forced,
+            },
+        )
+    if which == "pin_changed":
+        pin = record.pin_changed
+        verb = "pinned (automation moves no traffic away from it)" if pin.pinned else "unpinned"
+        return Notification(
+            ("pin",),
+            f":pushpin: {model}: version {pin.version} {verb} by {record.actor}: {pin.reason}",
+            base | {"version": pin.version, "pinned": pin.pinned, "reason": pin.reason},
         )
     if which == "automation_toggled":
         toggled = record.automation_toggled

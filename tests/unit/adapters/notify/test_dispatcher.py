@@ -265,3 +265,68 @@ def test_headers_come_from_a_secret_file_or_env_and_errors_never_show_a_value(tm
         read_headers(env_cfg, {})
     with pytest.raises(NotifyConfigError, match="invalid header"):
         read_headers(env_cfg, {"HOOK_HEADERS": json.dumps({"X-A": "v\r\nInjected: 1"})})
+
+
+async def test_what_was_not_told_before_a_stop_is_told_after_the_restart_and_nothing_twice(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    first = await SqliteStateStore.open(path, model="credit-scorer")
+    await first.append(audit_pb2.HoldChanged(version="v1", held=True, reason="before any receiver"), "operator:ana")
+    gated = Receiver(free_port())
+    gated.gate = asyncio.Event()
+    await gated.start()
+    d = dispatcher(gated.url, drain_timeout_s=0.2)
+    assert await d.resume(first) == 0  # a receiver's first start begins at the head: no history replayed
+    first.sealed_observers.append(d.observe)
+    task = await running(d)
+    try:
+        for i in range(3):
+            await first.append(audit_pb2.HoldChanged(version="v2", held=True, reason=f"r{i}"), "operator:ana")
+        await stop(task)  # the receiver never answered: all three dropped at shutdown
+    finally:
+        gated.gate.set()
+        await gated.stop()
+    await first.close()
+    assert count(d, "dropped") == 3 and gated.bodies == []
+
+    again = await SqliteStateStore.open(path, model="credit-scorer")
+    receiver = Receiver(free_port())
+    await receiver.start()
+    try:
+        d2 = dispatcher(receiver.url)
+        assert await d2.resume(again) == 3
+        again.sealed_observers.append(d2.observe)
+        task = await running(d2)
+        await again.append(audit_pb2.HoldChanged(version="v2", held=False, reason="after"), "operator:ana")
+        await until(lambda: len(receiver.bodies) == 4)
+        await stop(task)
+        # A third start has nothing left to tell.
+        d3 = dispatcher(receiver.url)
+        assert await d3.resume(again) == 0
+    finally:
+        await receiver.stop()
+        await again.close()
+    assert [b["reason"] for b in receiver.bodies] == ["r0", "r1", "r2", "after"]
+    assert len({b["id"] for b in receiver.bodies}) == 4
+
+
+async def test_a_kill_after_a_delivery_repeats_at_most_that_one_with_its_idempotency_key(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = await SqliteStateStore.open(path, model="credit-scorer")
+    receiver = Receiver(free_port())
+    await receiver.start()
+    try:
+        d = dispatcher(receiver.url)
+        await d.resume(store)
+        store.sealed_observers.append(d.observe)
+        task = await running(d)
+        for i in range(2):
+            await store.append(audit_pb2.HoldChanged(version="v2", held=True, reason=f"r{i}"), "operator:ana")
+        await until(lambda: len(receiver.bodies) == 2)
+        await until(lambda: d._receivers[0].saved_seq == 2)
+        # What a start after a kill at this instant reads (no shutdown ran): the cursor saved with each delivery.
+        d2 = dispatcher(receiver.url)
+        assert await d2.resume(store) == 0
+        await stop(task)
+    finally:
+        await receiver.stop()
+        await store.close()

@@ -80,6 +80,26 @@ def test_drills_are_marked_and_rollout_moves_told_once_applied() -> None:
     assert notification_for(sealed(advanced)) is None
 
 
+def test_shadow_lease_and_pin_changes_are_told_and_routine_ones_are_not() -> None:
+    mirrored = notification_for(
+        sealed(audit_pb2.MirrorChanged(version="v2", from_fraction=0, to_fraction=0.1, outcome="acked", reason="r"))
+    )
+    assert mirrored is not None and mirrored.kinds == ("shadow",) and "0% -> 10%" in mirrored.text
+    rejected = notification_for(sealed(audit_pb2.MirrorChanged(version="v2", to_fraction=0.5, outcome="rejected")))
+    assert rejected is not None and "NOT APPLIED (rejected" in rejected.text
+    for quiet in ("unchanged", "refused"):
+        assert notification_for(sealed(audit_pb2.MirrorChanged(version="v2", outcome=quiet))) is None
+    expired = audit_pb2.LeaseChanged(lease_id="L1", version="v1", holder="nightly-batch", action="expired")
+    told = notification_for(sealed(expired))
+    assert told is not None and told.kinds == ("lease",) and "L1 on v1 for nightly-batch: expired" in told.text
+    forced = audit_pb2.LeaseChanged(lease_id="L2", version="v3", action="acquired", forced=True, overridden=["failed"])
+    told = notification_for(sealed(forced))
+    assert told is not None and "forced over: failed" in told.text
+    assert notification_for(sealed(audit_pb2.LeaseChanged(lease_id="L1", action="renewed"))) is None
+    pinned = notification_for(sealed(audit_pb2.PinChanged(version="v1", pinned=True, reason="quarter close")))
+    assert pinned is not None and pinned.kinds == ("pin",) and "by rule:error_rate: quarter close" in pinned.text
+
+
 def test_every_kind_a_record_can_make_is_a_configurable_kind() -> None:
     made = set()
     for field in audit_pb2.AuditRecord.DESCRIPTOR.oneofs_by_name["event"].fields:
@@ -92,6 +112,10 @@ def test_every_kind_a_record_can_make_is_a_configurable_kind() -> None:
                 record.traffic_intent.rollback_id = "x"
             if field.name == "rollout_changed":
                 record.rollout_changed.move, record.rollout_changed.phase = "rolled_back", "applied"
+            if field.name == "mirror_changed":
+                record.mirror_changed.outcome = "acked"
+            if field.name == "lease_changed":
+                record.lease_changed.action = "expired"
             note = notification_for(record)
             if note is not None:
                 made.update(note.kinds)
