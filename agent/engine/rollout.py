@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
 from typing import Final, Protocol
 
 from agent.engine.decisions import Decision, DecisionOutcome, TriggerEvent, actor_of
@@ -225,6 +226,34 @@ class RolloutDriver:
             saved.state.status.value,
         )
 
+    async def _standby(self, saved: Saved, now: float, ended_by: str = "") -> Progress | None:
+        """A completed rollout's previous stable is the warm rollback target until `standby_until`; when that passes
+        (or a new rollout replaces this one: `ended_by`), a `standby_ended` record says it need not be kept warm."""
+        state = saved.state
+        if state.status is not Status.COMPLETED or state.standby_ended or not state.standby_until:
+            return None
+        until = datetime.fromtimestamp(state.standby_until, UTC).isoformat(timespec="seconds")
+        if now < state.standby_until and not ended_by:
+            return Progress(f"{state.stable} stays warm as the rollback target until {until}", ())
+        ended = Saved(saved.plan_text, saved.plan_digest, replace(state, standby_ended=True))
+        why = ended_by or f"its standby after {state.candidate}'s promotion ended at {until}"
+        record = audit_pb2.RolloutChanged(
+            candidate=state.candidate,
+            stable=state.candidate,
+            move="standby_ended",
+            phase="recorded",
+            from_stage=state.stage,
+            to_stage=state.stage,
+            candidate_weight=100,
+            reason=f"{state.stable} no longer needs to be kept warm: {why}. It stays verified; a rollback to it "
+            "checks that it is warm first",
+            plan_digest=saved.plan_digest,
+        )
+        await self._store.record_setting(ROLLOUT_KEY, ended.to_json(), record, "agent:rollout")
+        self.saved = ended
+        log.info("rollout of %s: %s's standby ended (%s)", state.candidate, state.stable, why)
+        return None
+
     async def _close_interrupted(self, last: audit_pb2.RolloutChanged, last_seq: int) -> None:
         """The agent stopped between a move's record and its outcome, and the move's split is in force: record that
         it took effect."""
@@ -323,6 +352,8 @@ class RolloutDriver:
             blocked = self.holds(candidate)
             if blocked:
                 raise RolloutError("refused", f"{candidate} may not receive traffic: {'; '.join(blocked)}")
+            if self.saved is not None:
+                await self._standby(self.saved, self._wall(), ended_by=f"a rollout of {candidate} started")
             machine = RolloutMachine(plan)
             state, transition = machine.start(candidate, stable, self._wall())
             saved = Saved(plan_text, digest(plan_text), state)
@@ -404,7 +435,10 @@ class RolloutDriver:
     async def tick(self) -> Transition | Progress | None:
         async with self._lock:
             saved, machine = self.saved, self.machine
-            if saved is None or machine is None or saved.state.status.finished:
+            if saved is None or machine is None:
+                return None
+            if saved.state.status.finished:
+                self.progress = await self._standby(saved, self._wall())
                 return None
             if self._resume is not None:
                 if not self._traffic.ready():

@@ -3,7 +3,8 @@
 A move that changes the data plane has two records (`intended`, written before it takes effect, then `applied` or
 `failed`); the outcome is the row. An `intended` record with no outcome (the agent stopped in between and has not
 started again since) is a row of its own, so the decision is never hidden. Moves without a data-plane change
-(`paused`, `resumed`, `completed`) and the promotion to stable (`stable_changed`) have one `recorded` record.
+(`paused`, `resumed`, `completed`), the promotion to stable (`stable_changed`) and the end of the previous stable's
+standby (`standby_ended`) have one `recorded` record.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class RolloutRow:
     def stage_change(self) -> str:
         if self.move == "stable_changed":
             return f"stable: {self.stable}"
+        if self.move == "standby_ended":
+            return "standby ended"
         if self.from_stage == self.to_stage or not self.from_stage:
             return self.to_stage or "-"
         return f"{self.from_stage} -> {self.to_stage}"
@@ -119,7 +122,7 @@ def evidence_text(row: RolloutRow) -> str:
 
 
 def split_text(row: RolloutRow) -> str:
-    if row.move == "stable_changed":
+    if row.move in ("stable_changed", "standby_ended"):
         return "-"
     share = f"{row.candidate}={row.candidate_weight} %"
     return share + (f", mirror {row.mirror:.0%}" if row.mirror else "")

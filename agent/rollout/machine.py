@@ -77,6 +77,9 @@ class RolloutState:
     breaches: int = 0
     started_at: float = 0.0  # wall time, for records only
     stage_entered_at: float = 0.0
+    # After completion: the previous stable stays warm as the rollback target until then (wall time; plan.standby).
+    standby_until: float = 0.0
+    standby_ended: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +170,7 @@ class RolloutMachine:
         self, state: RolloutState, now: float, move: Move, reason: str, evidence: tuple[GateResult, ...]
     ) -> tuple[RolloutState, Transition]:
         if state.stage + 1 >= len(self.plan.stages):
-            done = replace(state, status=Status.COMPLETED)
+            done = replace(state, status=Status.COMPLETED, standby_until=now + self.plan.standby)
             return done, Transition(
                 Move.COMPLETED,
                 state.stage,

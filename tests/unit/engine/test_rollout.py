@@ -364,3 +364,39 @@ async def test_a_kill_before_the_traffic_change_is_pushed_again_once_envoy_is_co
     records = rollout_records(tmp_path / "s.db")
     closed = [r for r in records if r.phase == "applied" and "outcome recorded at start-up" in r.reason]
     assert len(closed) == 1 and closed[0].to_stage == 1
+
+
+async def test_the_previous_stable_standby_ends_on_record_once_and_survives_a_restart(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    driver, _traffic, _sink = await world.open()
+    plan = "standby: 60s\n" + PLAN
+    await driver.start("v2", plan, reason="release 2", actor="operator:alice", source="plan.yaml")
+    await world.ticks(driver, 35)
+    assert driver.saved is not None and driver.saved.state.status is Status.COMPLETED
+    await world.ticks(driver, 30)
+    assert driver.view().progress is not None
+    assert "v1 stays warm as the rollback target until" in driver.view().progress.waiting_for  # type: ignore[union-attr]
+    assert [r.move for r in rollout_records(tmp_path / "s.db")][-1] == "stable_changed"
+
+    # A restart in the middle of the standby keeps its end (wall time), and the end is written once.
+    driver2, _, _ = await world.open()
+    await world.ticks(driver2, 40)
+    ended = [r for r in rollout_records(tmp_path / "s.db") if r.move == "standby_ended"]
+    assert len(ended) == 1, ended
+    assert ended[0].candidate == "v2" and "v1 no longer needs to be kept warm" in ended[0].reason
+    driver3, _, _ = await world.open()
+    await world.ticks(driver3, 5)
+    assert len([r for r in rollout_records(tmp_path / "s.db") if r.move == "standby_ended"]) == 1
+    assert driver3.saved is not None and driver3.saved.state.standby_ended
+    assert verify_chain(read_audit_records(tmp_path / "s.db")) == []
+
+
+async def test_a_new_rollout_ends_the_previous_standby_on_record(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    driver, traffic, _sink = await world.open()
+    await driver.start("v2", "standby: 1h\n" + PLAN, reason="release 2", actor="operator:alice", source="plan.yaml")
+    await world.ticks(driver, 35)
+    assert traffic.stable == "v2"
+    await driver.start("v1", PLAN, reason="back to v1 as a release", actor="operator:alice", source="plan.yaml")
+    ended = [r for r in rollout_records(tmp_path / "s.db") if r.move == "standby_ended"]
+    assert len(ended) == 1 and "a rollout of v1 started" in ended[0].reason, ended
