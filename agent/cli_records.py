@@ -29,11 +29,13 @@ from agent.reporting import (
     changes,
     compliance_report,
     format_changes,
+    format_mirrors,
     format_rollouts,
     format_serving_state,
     format_version,
     format_versions,
     history_at,
+    mirror_changes,
     parse_when,
     rollouts,
 )
@@ -138,7 +140,9 @@ async def run_offline(args: argparse.Namespace) -> int:
                 since = parse_when(args.since, now) if args.since else None
                 found = changes(records, since, model=config.model.name)
                 moves = rollouts(records, since, model=config.model.name)
+                mirrored = mirror_changes(records, since, model=config.model.name)
                 text = format_changes(found) + (f"\n\n{format_rollouts(moves)}" if moves else "")
+                text += f"\n\n{format_mirrors(mirrored)}" if mirrored else ""
                 print(_json([change_data(c) for c in found]) if args.json else text)
             return EXIT_OK
         if args.command == "report":

@@ -2,10 +2,12 @@
 over audit records, registry entries and the policy history; the CLI loads those and prints what these return."""
 
 from agent.reporting.compliance import FORMATS, ReportFormat, compliance_report
+from agent.reporting.mirrors import MirrorRow, mirror_changes
 from agent.reporting.report_data import ComplianceReport, build_report
 from agent.reporting.rollouts import RolloutRow, rollouts
 from agent.reporting.text import (
     format_changes,
+    format_mirrors,
     format_rollouts,
     format_serving_state,
     format_version,
@@ -17,6 +19,7 @@ from agent.reporting.when import format_time, parse_when
 __all__ = [
     "FORMATS",
     "ComplianceReport",
+    "MirrorRow",
     "ReportFormat",
     "RolloutRow",
     "ServedVersion",
@@ -26,12 +29,14 @@ __all__ = [
     "changes",
     "compliance_report",
     "format_changes",
+    "format_mirrors",
     "format_rollouts",
     "format_serving_state",
     "format_time",
     "format_version",
     "format_versions",
     "history_at",
+    "mirror_changes",
     "parse_when",
     "rollouts",
 ]

@@ -11,6 +11,7 @@ from agent.domain.audit_verification import SignatureStatus
 from agent.ports.registry import VersionStatus
 from agent.registry.model import BaselineMetrics, EvidenceCheck, Provenance, Requirements, Version, VersionSpec
 from agent.reporting.document import Block, Fields, Heading, Paragraph, Table
+from agent.reporting.mirrors import MirrorRow
 from agent.reporting.report_data import ComplianceReport
 from agent.reporting.rollbacks import RollbackRow, StatusChangeRow
 from agent.reporting.rollouts import RolloutRow, evidence_text, split_text
@@ -294,6 +295,27 @@ def rollout_table(rows: Sequence[RolloutRow]) -> Table:
     )
 
 
+def mirror_table(rows: Sequence[MirrorRow]) -> Table:
+    """One line per mirror change (shared by the report and `rollback-agent history`)."""
+    return Table(
+        ("Record", "Time", "Version", "Mirrored", "Actor", "Outcome", "ACK ms", "Reason"),
+        tuple(
+            (
+                str(r.seq),
+                format_time(r.at),
+                r.version,
+                f"{r.from_fraction:.0%} -> {r.to_fraction:.0%}",
+                r.actor,
+                r.outcome,
+                ms(r.decision_to_ack_ms),
+                r.reason + (f" [{r.detail.strip()}]" if r.detail else ""),
+            )
+            for r in rows
+        ),
+        "no shadow traffic in this period",
+    )
+
+
 def _rollout_evidence(rows: Sequence[RolloutRow]) -> list[Block]:
     """Each stage change that gates justified, with every gate's figures in full."""
     blocks: list[Block] = []
@@ -374,4 +396,7 @@ def report_blocks(report: ComplianceReport) -> list[Block]:
         ]
     )
     blocks.extend(_rollout_evidence(report.rollouts))
+    blocks.extend(
+        [Heading(2, "Shadow traffic (mirrored requests, never answered to a user)"), mirror_table(report.mirrors)]
+    )
     return blocks

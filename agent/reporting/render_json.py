@@ -13,6 +13,7 @@ from typing import Any
 
 from agent.domain.audit_verification import SignatureStatus
 from agent.registry.model import Version, VersionSpec
+from agent.reporting.mirrors import MirrorRow
 from agent.reporting.report_data import REPORT_SCHEMA, ComplianceReport
 from agent.reporting.rollbacks import RollbackRow
 from agent.reporting.rollouts import RolloutRow
@@ -108,6 +109,21 @@ def change_data(change: TrafficChange) -> dict[str, Any]:
     }
 
 
+def mirror_data(row: MirrorRow) -> dict[str, Any]:
+    return {
+        "seq": row.seq,
+        "at": format_time(row.at),
+        "actor": row.actor,
+        "version": row.version,
+        "from_fraction": row.from_fraction,
+        "to_fraction": row.to_fraction,
+        "outcome": row.outcome,
+        "decision_to_ack_ms": row.decision_to_ack_ms,
+        "reason": row.reason,
+        "detail": row.detail or None,
+    }
+
+
 def rollout_data(row: RolloutRow) -> dict[str, Any]:
     return {
         "seq": row.seq,
@@ -197,6 +213,7 @@ def report_data(report: ComplianceReport) -> dict[str, Any]:
             for a in report.automation
         ],
         "rollouts": [rollout_data(r) for r in report.rollouts],
+        "mirrors": [mirror_data(r) for r in report.mirrors],
     }
 
 

@@ -15,6 +15,7 @@ from agent.domain.audit_signing import SignatureKey
 from agent.domain.audit_verification import SignatureStatus, verify_trail
 from agent.pb.rollback_agent.v1 import audit_pb2
 from agent.registry.model import VersionSpec
+from agent.reporting.mirrors import MirrorRow, mirror_changes
 from agent.reporting.rollbacks import (
     AutomationRow,
     RollbackRow,
@@ -55,6 +56,7 @@ class ComplianceReport:
     status_changes: tuple[StatusChangeRow, ...]
     automation: tuple[AutomationRow, ...]
     rollouts: tuple[RolloutRow, ...]  # every stage change of a rollout, with its evidence
+    mirrors: tuple[MirrorRow, ...]  # every change of the share of live requests mirrored to a version
     per_day: tuple[tuple[str, int], ...]
     per_week: tuple[tuple[str, int], ...]
     root_causes: tuple[tuple[str, int], ...]
@@ -127,6 +129,7 @@ def build_report(
         status_changes=tuple(status_changes(own, since)),
         automation=tuple(automation_toggles(own, since)),
         rollouts=tuple(rollouts(own, since)),
+        mirrors=tuple(mirror_changes(own, since)),
         per_day=tuple(per_day(rows)),
         per_week=tuple(per_week(rows)),
         root_causes=tuple(root_causes(rows)),

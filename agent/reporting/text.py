@@ -8,7 +8,8 @@ from collections.abc import Mapping, Sequence
 from agent.registry.fallback import created_text
 from agent.registry.model import Version, VersionSpec
 from agent.reporting.document import Block, Fields, Heading, Paragraph, Table
-from agent.reporting.layout import evidence_summary, ms, rollout_table, status_text, version_blocks
+from agent.reporting.layout import evidence_summary, mirror_table, ms, rollout_table, status_text, version_blocks
+from agent.reporting.mirrors import MirrorRow
 from agent.reporting.render_text import render_text
 from agent.reporting.rollbacks import StatusChangeRow
 from agent.reporting.rollouts import RolloutRow
@@ -95,6 +96,11 @@ def format_changes(changes: Sequence[TrafficChange]) -> str:
 def format_rollouts(rows: Sequence[RolloutRow]) -> str:
     """`rollback-agent history`, after the traffic changes: every rollout move with its gates' verdicts."""
     return render_text([Heading(2, "Rollouts"), rollout_table(rows)])
+
+
+def format_mirrors(rows: Sequence[MirrorRow]) -> str:
+    """`rollback-agent history`, after the rollouts: every change of the shadow traffic."""
+    return render_text([Heading(2, "Shadow traffic"), mirror_table(rows)])
 
 
 def format_serving_state(state: ServingState) -> str:

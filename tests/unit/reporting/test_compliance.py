@@ -39,6 +39,7 @@ def test_json_has_the_documented_top_level_structure(trail: Trail, versions):
         "status_changes",
         "automation",
         "rollouts",
+        "mirrors",
     ]
     assert data["schema"] == "rollback-agent/compliance-report/v1"
     assert data["generated_at"] == "2024-08-21T09:00:00Z"

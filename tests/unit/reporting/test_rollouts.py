@@ -7,7 +7,7 @@ import html
 import json
 
 from agent.pb.rollback_agent.v1 import audit_pb2
-from agent.reporting import compliance_report, format_rollouts, rollouts
+from agent.reporting import compliance_report, format_mirrors, format_rollouts, mirror_changes, rollouts
 
 from .conftest import HOSTILE
 from .trail import Trail, at
@@ -192,3 +192,45 @@ def test_every_report_format_shows_the_moves_and_their_evidence(versions) -> Non
     page = compliance_report("credit-scorer", records, versions, None, "html", generated_at=NOW)
     assert "<script>" not in page and html.escape(HOSTILE, quote=True) in page
     assert "Record 4: v3 advanced (canary-5 -&gt; canary-25)" in page
+
+
+def test_shadow_traffic_is_listed_in_history_and_every_report_format(versions) -> None:
+    t = Trail()
+    t.add(
+        at(1),
+        "rollout:v3",
+        audit_pb2.AuditRecord(
+            mirror_changed=audit_pb2.MirrorChanged(
+                version="v3", from_fraction=0, to_fraction=0.25, outcome="acked", reason="stage shadow"
+            )
+        ),
+    )
+    t.add(
+        at(2),
+        "operator:ana",
+        audit_pb2.AuditRecord(
+            mirror_changed=audit_pb2.MirrorChanged(
+                version="v3",
+                from_fraction=0.25,
+                to_fraction=1.0,
+                outcome="rejected",
+                reason=HOSTILE,
+                detail="NACK: bad cluster",
+                forced=True,
+                overridden=["v3 is held"],
+            )
+        ),
+    )
+    rows = mirror_changes(t.records)
+    assert [(r.seq, r.to_fraction, r.outcome) for r in rows] == [(1, 0.25, "acked"), (2, 1.0, "rejected")]
+    assert rows[1].detail == "FORCED over: v3 is held. NACK: bad cluster"
+    assert mirror_changes(t.records, at(1.5))[0].seq == 2
+    text = format_mirrors(rows)
+    assert "0% -> 25%" in text and "stage shadow" in text and "FORCED over: v3 is held" in text
+    data = json.loads(compliance_report("credit-scorer", t.records, versions, None, "json", generated_at=NOW))
+    assert [m["to_fraction"] for m in data["mirrors"]] == [0.25, 1.0]
+    assert data["mirrors"][1]["detail"] == "FORCED over: v3 is held. NACK: bad cluster"
+    page = compliance_report("credit-scorer", t.records, versions, None, "html", generated_at=NOW)
+    assert "Shadow traffic" in page and "25% -&gt; 100%" in page and HOSTILE not in page
+    markdown = compliance_report("credit-scorer", t.records, versions, None, "md", generated_at=NOW)
+    assert "Shadow traffic" in markdown and "stage shadow" in markdown
