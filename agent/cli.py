@@ -130,8 +130,19 @@ def _parser() -> argparse.ArgumentParser:
     report = offline("report", "compliance report: versions, provenance, evidence, every rollback and why", fleet=True)
     report.add_argument("--model", help="the model (default: the config's)")
     report.add_argument("--since", help="RFC 3339 time or an age such as 30d")
-    report.add_argument("--format", choices=["md", "html", "json"], default="md", help="output format (default: md)")
+    report.add_argument(
+        "--format",
+        choices=["md", "html", "pdf", "json"],
+        default="md",
+        help="output format (default: md); pdf is the html page printed by Chromium and needs --output",
+    )
     report.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
+    report.add_argument(
+        "--template",
+        type=Path,
+        metavar="FILE",
+        help="the jinja2 page template of html and pdf (default: the shipped one; docs/registry.md)",
+    )
     key_file_help = (
         "a key to check signatures with (HMAC secret, or Ed25519 public/private PEM); repeatable; KEY_ID "
         "defaults to the key's fingerprint id (default: audit.signing of the config)"

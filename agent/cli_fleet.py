@@ -196,8 +196,12 @@ def _report(
     versions: list[VersionSpec],
     keys: Mapping[str, SignatureKey] | None,
 ) -> int:
-    if args.format == "html":
-        print("error: report --fleet-dsn writes md or json (one section per pod)", file=sys.stderr)
+    if args.format in ("html", "pdf") or getattr(args, "template", None) is not None:
+        print(
+            "error: report --fleet-dsn writes md or json (one section per pod); html, pdf and --template are for "
+            "one pod's report",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     model = _model(args)
     stores = reader.stores(model)

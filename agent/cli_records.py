@@ -4,6 +4,7 @@ trusted) whether or not the agent runs: versions, history, report, audit verify,
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import json
 import sys
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from agent.adapters.pdf_printer import PdfError, print_pdf
 from agent.adapters.registry.file_registry import FileRegistry, open_registry
 from agent.adapters.registry.mlflow_registry import MlflowRegistry, MlflowRegistryError
 from agent.adapters.store.signing import SigningKeyError, load_signer, load_verify_key, verify_key_of
@@ -40,6 +42,7 @@ from agent.reporting import (
     rollouts,
 )
 from agent.reporting.render_json import change_data, signature_data, version_data
+from agent.reporting.render_template import TemplateError
 from agent.reporting.when import format_time
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -146,19 +149,30 @@ async def run_offline(args: argparse.Namespace) -> int:
                 print(_json([change_data(c) for c in found]) if args.json else text)
             return EXIT_OK
         if args.command == "report":
-            text = compliance_report(
-                args.model or config.model.name,
-                records,
-                await registry.list_versions(),
-                parse_when(args.since, now) if args.since else None,
-                args.format,
-                keys=keys,
-            )
-            if args.output:
-                args.output.write_text(text)
-                print(f"report written to {args.output}")
-            else:
-                print(text)
+            if args.format == "pdf" and args.output is None:
+                print("error: report --format pdf needs --output FILE", file=sys.stderr)
+                return EXIT_USAGE
+            try:
+                text = compliance_report(
+                    args.model or config.model.name,
+                    records,
+                    await registry.list_versions(),
+                    parse_when(args.since, now) if args.since else None,
+                    "html" if args.format == "pdf" else args.format,
+                    keys=keys,
+                    template=args.template,
+                )
+                if args.format == "pdf":
+                    size = await asyncio.to_thread(print_pdf, text, args.output)
+                    print(f"report written to {args.output} (PDF, {size:,} bytes)")
+                elif args.output:
+                    args.output.write_text(text)
+                    print(f"report written to {args.output}")
+                else:
+                    print(text)
+            except (TemplateError, PdfError) as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_USAGE if isinstance(exc, TemplateError) else EXIT_FAILED
             return EXIT_OK
         if args.command == "quarantine" and args.quarantine_command == "add":
             actor = local_actor(args.actor)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the integration tests run, from Debian packages, when missing: the real Prometheus 2.42 /
-# Alertmanager 0.25, the PostgreSQL server (initdb, postgres) of the fleet audit store tests, and Chromium.
+# Alertmanager 0.25, the PostgreSQL server (initdb, postgres) of the fleet audit store tests, Chromium, and
+# poppler-utils.
 set -euo pipefail
 missing=()
 packages=()
@@ -18,6 +19,14 @@ if ! command -v chromium >/dev/null 2>&1; then
   missing+=(chromium)
   packages+=(chromium)
 fi
+# poppler-utils: the compliance report's PDF is rendered to PNG pages (pdftoppm) and text (pdftotext) in its tests.
+for bin in pdftoppm pdftotext; do
+  if ! command -v "$bin" >/dev/null 2>&1; then
+    missing+=("$bin")
+    packages+=(poppler-utils)
+    break
+  fi
+done
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "missing ${missing[*]}: install the Debian packages ${packages[*]}" >&2

@@ -248,7 +248,11 @@ def _summary(report: ComplianceReport) -> list[Block]:
 def _rollback(row: RollbackRow) -> list[Block]:
     target = row.to_version or "no target"
     return [
-        Heading(3, f"Rollback {row.rollback_id or '(no id)'}: {row.from_version} -> {target} ({row.outcome})"),
+        Heading(
+            3,
+            f"{'Drill rollback' if row.drill_id else 'Rollback'} {row.rollback_id or '(no id)'}: "
+            f"{row.from_version} -> {target} ({row.outcome})" + (f" [drill {row.drill_id}]" if row.drill_id else ""),
+        ),
         Fields(
             (
                 ("Time", format_time(row.at)),
@@ -337,6 +341,7 @@ def report_blocks(report: ComplianceReport) -> list[Block]:
         Heading(1, f"Rollback compliance report: {report.model}"),
         Fields(
             (
+                ("Document", report.document_id),
                 ("Model", report.model),
                 ("Generated", format_time(report.generated_at)),
                 ("Period", f"{format_time(report.period_start)} to {format_time(report.generated_at)}"),
@@ -399,4 +404,51 @@ def report_blocks(report: ComplianceReport) -> list[Block]:
     blocks.extend(
         [Heading(2, "Shadow traffic (mirrored requests, never answered to a user)"), mirror_table(report.mirrors)]
     )
+    blocks.extend(_identities(report))
+    blocks.extend(_sign_off(report))
     return blocks
+
+
+def _identities(report: ComplianceReport) -> list[Block]:
+    return [
+        Heading(2, "Identities on record"),
+        Paragraph(
+            "Who acted in the period, as the records name them: an operator is the identity the control API "
+            "authenticated (its token's name), never a name the caller gave; rules, alerts and the agent act for "
+            "themselves."
+        ),
+        Table(
+            ("Actor", "Kind", "Records", "First", "Last", "What"),
+            tuple(
+                (
+                    r.actor,
+                    r.kind,
+                    str(r.records),
+                    format_time(r.first),
+                    format_time(r.last),
+                    ", ".join(f"{kind} x{n}" for kind, n in r.events),
+                )
+                for r in report.identities
+            ),
+            "no record in this period",
+        ),
+    ]
+
+
+SIGN_OFF_ROLES: tuple[str, ...] = ("Prepared by (MLOps)", "Reviewed by (model risk)", "Approved by (model owner)")
+
+
+def _sign_off(report: ComplianceReport) -> list[Block]:
+    return [
+        Heading(2, "Sign-off"),
+        Paragraph(
+            f"By signing, the reviewer attests to having reviewed document {report.document_id}, made from the audit "
+            f"trail up to record {report.chain.last_seq} (hash {report.chain.last_hash or '-'}), whose check reads: "
+            f"{'intact' if report.chain.intact else 'BROKEN'}; signatures {report.chain.signatures.state}."
+        ),
+        Table(
+            ("Role", "Name", "Signature", "Date"),
+            tuple((role, "", "", "") for role in SIGN_OFF_ROLES),
+            "",
+        ),
+    ]

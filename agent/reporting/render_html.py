@@ -39,7 +39,8 @@ def _table(table: Table) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def render_html(blocks: Iterable[Block], title: str) -> str:
+def render_fragment(blocks: Iterable[Block]) -> str:
+    """Blocks -> HTML elements, every string escaped."""
     parts: list[str] = []
     for block in blocks:
         if isinstance(block, Heading):
@@ -53,7 +54,11 @@ def render_html(blocks: Iterable[Block], title: str) -> str:
             parts.append(f"<dl>{items}</dl>")
         else:
             parts.append(_table(block))
-    body = "\n".join(parts)
+    return "\n".join(parts)
+
+
+def render_html(blocks: Iterable[Block], title: str) -> str:
+    body = render_fragment(blocks)
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'

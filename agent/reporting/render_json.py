@@ -72,6 +72,7 @@ def rollback_data(row: RollbackRow) -> dict[str, Any]:
         "outcome": row.outcome,
         "detail": row.detail,
         "trigger": trigger_data(row.trigger),
+        "drill_id": row.drill_id or None,
         "phases": [
             {
                 "name": p.name,
@@ -214,6 +215,18 @@ def report_data(report: ComplianceReport) -> dict[str, Any]:
         ],
         "rollouts": [rollout_data(r) for r in report.rollouts],
         "mirrors": [mirror_data(r) for r in report.mirrors],
+        "document_id": report.document_id,
+        "identities": [
+            {
+                "actor": r.actor,
+                "kind": r.kind,
+                "records": r.records,
+                "first": format_time(r.first),
+                "last": format_time(r.last),
+                "events": {kind: n for kind, n in r.events},
+            }
+            for r in report.identities
+        ],
     }
 
 

@@ -6,6 +6,8 @@ models, all time): a period or model filter must not hide a broken link.
 
 from __future__ import annotations
 
+import hashlib
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,6 +47,19 @@ class ChainStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class IdentityRow:
+    """Who acted in the period, as the records name them: the authenticated identity (operator:<name>), a rule,
+    an alert, or the agent itself."""
+
+    actor: str
+    kind: str  # operator | rule | alert | agent | other
+    records: int
+    first: datetime
+    last: datetime
+    events: tuple[tuple[str, int], ...]  # record kind -> count, most frequent first
+
+
+@dataclass(frozen=True, slots=True)
 class ComplianceReport:
     model: str
     generated_at: datetime
@@ -61,6 +76,23 @@ class ComplianceReport:
     per_week: tuple[tuple[str, int], ...]
     root_causes: tuple[tuple[str, int], ...]
     chain: ChainStatus
+    identities: tuple[IdentityRow, ...] = ()
+
+    @property
+    def document_id(self) -> str:
+        """Names this report: the model, the period and the trail's head it was made from (the same inputs give the
+        same id; a report of a longer or altered trail gets another)."""
+        basis = "|".join(
+            (
+                self.model,
+                self.since.isoformat() if self.since else "",
+                self.generated_at.isoformat(),
+                str(self.chain.last_seq),
+                self.chain.last_hash,
+            )
+        )
+        digest = hashlib.sha256(basis.encode()).hexdigest()[:12].upper()
+        return f"RBA-{self.generated_at:%Y%m%d}-{digest[:4]}-{digest[4:8]}-{digest[8:]}"
 
     @property
     def attempted(self) -> int:
@@ -134,4 +166,33 @@ def build_report(
         per_week=tuple(per_week(rows)),
         root_causes=tuple(root_causes(rows)),
         chain=check_chain(trail, keys),
+        identities=tuple(identities(own, since)),
     )
+
+
+def _actor_kind(actor: str) -> str:
+    prefix = actor.split(":", 1)[0]
+    if prefix in ("operator", "rule", "alert"):
+        return prefix
+    if prefix in ("agent", "rollout", "rules-watcher", "drill", "admission", "fleet") or not actor:
+        return "agent"
+    return "other"
+
+
+def identities(records: Iterable[audit_pb2.AuditRecord], since: datetime | None = None) -> list[IdentityRow]:
+    """Every actor on record in the period, operators first, then by how much they did."""
+    seen: dict[str, tuple[int, datetime, datetime, Counter[str]]] = {}
+    for record in records:
+        at = from_pb(record.at)
+        if since is not None and at < since:
+            continue
+        actor = record.actor or "(none)"
+        count, first, last, events = seen.get(actor, (0, at, at, Counter()))
+        events[record.WhichOneof("event") or "unknown"] += 1
+        seen[actor] = (count + 1, min(first, at), max(last, at), events)
+    rows = [
+        IdentityRow(actor, _actor_kind(actor), count, first, last, tuple(events.most_common()))
+        for actor, (count, first, last, events) in seen.items()
+    ]
+    order = {"operator": 0, "alert": 1, "rule": 2, "other": 3, "agent": 4}
+    return sorted(rows, key=lambda r: (order[r.kind], -r.records, r.actor))

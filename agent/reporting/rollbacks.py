@@ -55,6 +55,7 @@ class RollbackRow:
     to_weights: Weights
     archive_path: str
     archive_sha256: str
+    drill_id: str = ""  # set when a rollback drill caused it (docs/drills.md)
 
     @property
     def attempted(self) -> bool:
@@ -148,6 +149,7 @@ def rollbacks(
                 to_weights=weights_of(r.to_policy),
                 archive_path=r.archive_path,
                 archive_sha256=r.archive_sha256,
+                drill_id=r.drill_id,
             )
         )
     # A rollback stopped between its switch intent and its first rollback record: the intent holds its trigger.

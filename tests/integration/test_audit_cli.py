@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -359,3 +360,54 @@ def test_report_of_a_tampered_trail_says_so(trail: Trail, tmp_path: Path):
     chain = json.loads(result.stdout)["audit_chain"]
     assert chain["intact"] is False
     assert seq + 1 in {p["seq"] for p in chain["problems"]}
+
+
+def _poppler(tool: str) -> str:
+    found = shutil.which(tool)
+    if found is None:  # scripts/install-system-deps.sh installs poppler-utils (as .ci/run does)
+        pytest.fail(f"{tool} not found: install Debian's poppler-utils (scripts/install-system-deps.sh)")
+    return found
+
+
+def test_the_pdf_report_is_printed_with_its_document_id_on_every_page_and_renders(trail: Trail, tmp_path: Path):
+    pdf = tmp_path / "report.pdf"
+    result = cli(trail.config, "report", "--format", "pdf", "-o", str(pdf))
+    assert result.returncode == 0, result.stderr
+    assert pdf.read_bytes().startswith(b"%PDF-") and f"report written to {pdf}" in result.stdout
+    pages = subprocess.run(
+        [_poppler("pdftotext"), "-layout", str(pdf), "-"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.split("\f")
+    pages = [p for p in pages if p.strip()]
+    assert len(pages) >= 2
+    found = re.search(r"Document (RBA-\d{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4})", pages[0])
+    assert found, pages[0][:500]
+    doc = found.group(1)
+    for number, text in enumerate(pages, start=1):
+        assert f"Document {doc}" in text and f"Page {number} of {len(pages)}" in text, (number, text[-300:])
+    whole = "\n".join(pages)
+    assert trail.rollback_id in whole and "Sign-off" in whole and "Reviewed by (model risk)" in whole
+    assert "Identities on record" in whole and "operator:" in whole
+    # Rendered to images, as a reviewer's viewer would: one PNG per page, none of them blank.
+    subprocess.run([_poppler("pdftoppm"), "-r", "40", "-png", str(pdf), str(tmp_path / "page")], check=True, timeout=60)
+    images = sorted(tmp_path.glob("page-*.png"))
+    assert len(images) == len(pages)
+    assert all(image.stat().st_size > 2_000 for image in images)
+
+
+def test_a_report_from_a_teams_template_and_a_broken_template_that_writes_nothing(trail: Trail, tmp_path: Path):
+    ours = tmp_path / "ours.html.j2"
+    ours.write_text(
+        "<h1>ACME {{ document_id }}</h1>{% for r in report.rollbacks %}<p>{{ r.rollback_id }}</p>{% endfor %}"
+    )
+    out = tmp_path / "ours.html"
+    result = cli(trail.config, "report", "--format", "html", "--template", str(ours), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert out.read_text().startswith("<h1>ACME RBA-") and trail.rollback_id in out.read_text()
+    broken = tmp_path / "broken.html.j2"
+    broken.write_text("<h1>ok</h1>\n{% if %}\n")
+    target = tmp_path / "never.pdf"
+    result = cli(trail.config, "report", "--format", "pdf", "--template", str(broken), "-o", str(target))
+    assert result.returncode == 2 and f"error: {broken}:2:" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and not target.exists()
+    result = cli(trail.config, "report", "--format", "pdf")
+    assert result.returncode == 2 and "needs --output" in result.stderr

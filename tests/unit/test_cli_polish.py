@@ -227,5 +227,5 @@ def test_bash_completion_completes_commands_subcommands_options_and_choices(caps
     assert "rollback" in complete("rol") and "rollback-agent" not in complete("rol")
     assert complete("state", "") == ["check", "backup", "init", "restore", "-h", "--help"]
     assert "--fleet-dsn" in complete("audit", "verify", "--")
-    assert complete("report", "--format", "") == ["md", "html", "json"]
+    assert complete("report", "--format", "") == ["md", "html", "pdf", "json"]
     assert complete("run", "--log-format", "j") == ["json"]

@@ -30,4 +30,6 @@ def test_wheel_ships_tier_profiles_and_no_test_fixtures(tmp_path: Path):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"agent/triggers/profiles/critical.yaml", "agent/triggers/profiles/experimental.yaml"} <= names
     assert "agent/py.typed" in names and "model_metrics/README.md" in names
+    assert "agent/reporting/templates/compliance.html.j2" in names  # report --format html|pdf
+    assert {"agent/rollout/plans/critical.yaml", "agent/rollout/plans/experimental.yaml"} <= names
     assert not any(n.startswith(("refserver/", "harness/", "tests/")) for n in names)

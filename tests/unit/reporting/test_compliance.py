@@ -40,6 +40,8 @@ def test_json_has_the_documented_top_level_structure(trail: Trail, versions):
         "automation",
         "rollouts",
         "mirrors",
+        "document_id",
+        "identities",
     ]
     assert data["schema"] == "rollback-agent/compliance-report/v1"
     assert data["generated_at"] == "2024-08-21T09:00:00Z"
