@@ -655,7 +655,13 @@ async def _build_on_store(
     if config.status_page.enabled:
         add_status_page(control_app)
     mirror = (
-        MirrorController(traffic=controller, sink=xds_sink, store=store, ack_timeout_s=config.ack_timeout_s)
+        MirrorController(
+            traffic=controller,
+            sink=xds_sink,
+            store=store,
+            ack_timeout_s=config.ack_timeout_s,
+            on_mirrored=capture.select if capture is not None else None,
+        )
         if xds_sink is not None
         else None
     )
@@ -704,7 +710,9 @@ def _shadow_capture(config: AgentConfig, admin_url: str) -> ShadowCapture | None
         max_samples=shadow.max_samples,
         redact_fields=frozenset(shadow.redact_fields),
     )
-    return ShadowCapture(admin_url=admin_url, config_id=shadow_tap_id(config.model.name), join=join, settings=settings)
+    return ShadowCapture(
+        admin_url=admin_url, config_id=shadow_tap_id(config.model.name), join=join, settings=settings, mirrored=0.0
+    )
 
 
 async def _rollouts(

@@ -27,6 +27,46 @@ SHADOW_HEADER: Final = "x-rollback-shadow"
 
 Task = Literal["classification", "regression"]
 
+REQUEST_ID_HEADER: Final = "x-request-id"
+# Which requests are mirrored is decided by the first SELECTION_DIGITS hex digits of x-request-id (a random UUID that
+# Envoy generates), so the route that mirrors and the tap that captures select the very same requests: shares come
+# in steps of 1 / 16**SELECTION_DIGITS (1/4096).
+SELECTION_DIGITS: Final = 3
+_HEX: Final = "0123456789abcdef"
+
+
+def _hex_class(digits: str) -> str:
+    chars = "".join(sorted(set(digits + digits.upper())))
+    return chars if len(chars) == 1 else f"[{chars}]"
+
+
+def selection_steps(fraction: float) -> int:
+    """How many of the 16**SELECTION_DIGITS request-id prefixes a mirrored `fraction` selects (at least one)."""
+    total = 16**SELECTION_DIGITS
+    return max(1, min(total, round(fraction * total)))
+
+
+def mirror_selection(fraction: float) -> str | None:
+    """The RE2 pattern, matched against the whole x-request-id, that selects `fraction` of requests (those whose
+    leading hex digits read below fraction x 4096), or None for every request (fraction 1). A request id that does
+    not start with hex digits (one a client sent) is never selected."""
+    if fraction <= 0:
+        raise ValueError(f"a mirrored fraction is above 0, got {fraction}")
+    limit = selection_steps(fraction)
+    if limit >= 16**SELECTION_DIGITS:
+        return None
+    digits = [(limit // 16 ** (SELECTION_DIGITS - 1 - i)) % 16 for i in range(SELECTION_DIGITS)]
+    alternatives = []
+    for position, digit in enumerate(digits):
+        if digit == 0:
+            continue
+        prefix = "".join(_hex_class(_HEX[d]) for d in digits[:position])
+        rest = SELECTION_DIGITS - 1 - position
+        tail = f"[0-9a-fA-F]{{{rest}}}" if rest else ""
+        alternatives.append(prefix + _hex_class(_HEX[:digit]) + tail)
+    # Envoy's regex matchers match the whole value (RE2 FullMatch), so the rest of the id is matched too.
+    return "(?:" + "|".join(alternatives) + ").*"
+
 
 class Side(StrEnum):
     LIVE = "live"  # the answer the user got

@@ -45,8 +45,11 @@ class MirrorController:
         store: StateStore,
         ack_timeout_s: float,
         perf_clock: Callable[[], float] = time.perf_counter,
+        on_mirrored: Callable[[float], None] | None = None,
     ) -> None:
         self._traffic = traffic
+        # Told the share the route now mirrors (the shadow capture selects the same requests).
+        self._on_mirrored = on_mirrored
         self._sink = sink
         self._store = store
         self._ack_timeout_s = ack_timeout_s
@@ -87,9 +90,11 @@ class MirrorController:
                 raise TrafficChangeError("rejected", f"{exc}; still mirroring {_describe(previous)}") from None
             except RouteTimeoutError as exc:
                 self.state = MirrorState(version, fraction)
+                self._told(fraction)
                 await self._record(event, "timeout", started, actor, detail=str(exc))
                 raise TrafficChangeError("ack_timeout", str(exc)) from None
             self.state = MirrorState(version, fraction) if fraction > 0 else MirrorState("", 0.0)
+            self._told(fraction)
             event.route_version = applied.route_version
             outcome = "acked" if applied.changed else "unchanged"
             if outcome == "unchanged" and before == fraction:
@@ -100,6 +105,10 @@ class MirrorController:
                     f"now mirroring {_describe(self.state)} (ACKed) but the change could not be recorded",
                 )
             log.info("mirror %s -> %s %s (%s: %s)", _describe(previous), _describe(self.state), outcome, actor, reason)
+
+    def _told(self, fraction: float) -> None:
+        if self._on_mirrored is not None:
+            self._on_mirrored(fraction)
 
     async def _record(
         self, event: audit_pb2.MirrorChanged, outcome: str, started: float, actor: str, detail: str = ""

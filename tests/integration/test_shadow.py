@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from typing import Any
 
 import aiohttp
 
@@ -15,7 +16,7 @@ from agent.adapters.xds.cache import SnapshotCache
 from agent.adapters.xds.resources import ModelTopology, ShadowSettings, VersionUpstream, shadow_tap_id
 from agent.adapters.xds.route_sink import XdsRouteSink
 from agent.adapters.xds.server import start_xds_server
-from agent.domain.shadow import ShadowJoin
+from agent.domain.shadow import ShadowJoin, Side, mirror_selection
 from harness.bootstraps import agent_bootstrap
 from harness.ports import free_port
 from harness.wait import async_wait_until
@@ -126,3 +127,80 @@ async def test_mirrored_requests_reach_the_candidate_and_agreement_is_measured(e
 async def candidate_faults(session: aiohttp.ClientSession, port: int, faults: dict[str, float]) -> None:
     async with session.post(f"http://127.0.0.1:{port}/faults", json=faults) as response:
         assert response.status == 200, await response.text()
+
+
+async def test_a_partial_share_mirrors_and_captures_the_same_requests_and_nothing_else(
+    envoy_factory, refserver_factory
+):
+    """At 25 % and then 50 % mirrored, the route (RE2 on x-request-id, in real Envoy) and the tap select the very
+    same requests: every trace has its other half, none is left pending, and the candidate's request count is the
+    number of pairs."""
+    stable = refserver_factory("cancer", "v1")
+    candidate = refserver_factory("cancer", "v2")
+    listener_port = free_port()
+    topology = ModelTopology(
+        model="cancer",
+        upstreams=(
+            VersionUpstream("v1", "127.0.0.1", stable.port),
+            VersionUpstream("v2", "127.0.0.1", candidate.port),
+        ),
+        listener_host="127.0.0.1",
+        listener_port=listener_port,
+        shadow=ShadowSettings(port=free_port()),
+    )
+    cache = SnapshotCache()
+    sink = XdsRouteSink(cache, topology)
+    sink.publish_initial((("v1", 100), ("v2", 0)))
+    server, xds_port = await start_xds_server(cache, "127.0.0.1", 0)
+    capture_task: asyncio.Task[None] | None = None
+    try:
+        envoy = envoy_factory(agent_bootstrap(xds_port=xds_port, node_id="shadow-share-envoy"))
+        await async_wait_until(cache.in_sync, 15, what="Envoy in sync")
+        capture = ShadowCapture(admin_url=envoy.admin_url, config_id=shadow_tap_id("cancer"), join=ShadowJoin())
+        capture_task = asyncio.create_task(capture.run())
+        url = f"http://127.0.0.1:{listener_port}/v2/models/cancer/infer"
+        total_pairs = 0
+        async with aiohttp.ClientSession() as session:
+            for fraction, requests in ((0.25, 400), (0.5, 200)):
+                await sink.apply_mirror("v2", fraction, timeout_s=10)
+                capture.select(fraction)
+                selection = mirror_selection(fraction)
+                await async_wait_until(
+                    lambda selection=selection: capture.attached and capture.attached_with == selection,
+                    10,
+                    what="the capture attached with the new share's selection",
+                )
+                before = await inference_count(session, candidate.port)
+                traces_before = capture.traces
+                for i in range(requests):
+                    async with session.post(url, json=sample_request(1, seed=i)) as response:
+                        assert response.status == 200 and response.headers["x-model-version"] == "v1"
+
+                seen: list[Any] = []
+
+                async def settled(
+                    before: float = before, already: int = total_pairs, seen: list[Any] = seen
+                ) -> int | None:
+                    mirrored = await inference_count(session, candidate.port) - before
+                    pairs = len(capture.join.pairs()) - already
+                    seen[:] = [(mirrored, pairs, capture.join.pending, capture.traces)]
+                    ok = mirrored > 0 and mirrored == pairs and capture.join.pending == 0
+                    return int(pairs) if ok else None
+
+                what = f"every request mirrored at {fraction:.0%} joined"
+                try:
+                    pairs = await async_wait_until(settled, 15, what=what)
+                except Exception as exc:
+                    raise AssertionError(f"{what}: (mirrored, pairs, pending, traces) = {seen}") from exc
+                # Only the mirrored requests were traced: two halves each, no live trace without its copy.
+                assert capture.traces - traces_before == 2 * pairs, (capture.traces, traces_before, pairs)
+                assert capture.join.unmatched == {Side.LIVE: 0, Side.SHADOW: 0}
+                share = pairs / requests
+                assert abs(share - fraction) < 0.12, (fraction, share)  # binomial spread of a few hundred draws
+                total_pairs += pairs
+    finally:
+        if capture_task is not None:
+            capture_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await capture_task
+        await server.stop(None)

@@ -2,9 +2,11 @@
 
 Both the live listener and the shadow listener carry a tap filter with one admin config id (resources.shadow_tap_id);
 the agent attaches to it with one streaming POST /tap on Envoy's admin API, and Envoy writes every finished request
-(headers, bodies up to `max_body_bytes`) to that stream as a JSON document. The tap buffers a copy of each body and
-writes it after the response was sent; it does nothing while no stream is attached (the capture runs only while a
-version is mirrored). Which half a trace is: SHADOW_HEADER, which only the shadow route adds to responses. The join
+the mirror selected (its x-request-id matches mirror_selection of the mirrored share, as the route's does; the
+answers of requests that were not mirrored are never serialized) with headers and bodies up to `max_body_bytes` to
+that stream as a JSON document. The tap buffers a copy of each body and
+writes it after the response was sent; it does nothing while no stream is attached, and the agent attaches only while
+a version is mirrored. Which half a trace is: SHADOW_HEADER, which only the shadow route adds to responses. The join
 by x-request-id and the comparison are agent/domain/shadow.py.
 
 Sampled request/answer pairs (by a hash of the request id, so both halves of a request are kept or neither) are
@@ -25,7 +27,17 @@ from typing import Any
 
 import aiohttp
 
-from agent.domain.shadow import SHADOW_HEADER, VERSION_HEADER, Pair, ShadowJoin, Side, parse_oip_answer, redact_body
+from agent.domain.shadow import (
+    REQUEST_ID_HEADER,
+    SHADOW_HEADER,
+    VERSION_HEADER,
+    Pair,
+    ShadowJoin,
+    Side,
+    mirror_selection,
+    parse_oip_answer,
+    redact_body,
+)
 from agent.ports.rollback import ForensicInputs
 
 log = logging.getLogger(__name__)
@@ -148,7 +160,10 @@ class ShadowCapture:
         settings: CaptureSettings = CaptureSettings(),
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        mirrored: float = 1.0,
     ) -> None:
+        """`mirrored`: the share mirrored now (the agent starts at 0 and is told each change through `select`);
+        while it is 0 the capture stays detached, so Envoy's tap serializes nothing."""
         self._url = admin_url.rstrip("/") + "/tap"
         self._config_id = config_id
         self.join = join
@@ -160,13 +175,40 @@ class ShadowCapture:
         self.traces = 0
         self.skipped = 0  # truncated or not an HTTP trace
         self.attached = False
+        self.selection: str | None = None  # mirror_selection of the mirrored share; None: every request
+        self.attached_with: str | None = None  # the selection the attached stream matches (valid while attached)
+        self._response: aiohttp.ClientResponse | None = None
+        self._reselected = False
+        self._wanted = asyncio.Event()  # set while something is mirrored: attach
+        self.select(mirrored)
+
+    def select(self, fraction: float) -> None:
+        """Capture only the requests a `fraction` mirror copies (the route selects them the same way); a change
+        re-attaches the tap with the new match, and 0 (nothing mirrored) detaches it."""
+        if fraction <= 0:
+            if not self._wanted.is_set():
+                return
+            self._wanted.clear()
+        else:
+            selection = mirror_selection(fraction)
+            if selection == self.selection and self._wanted.is_set():
+                return
+            self.selection = selection
+            self._wanted.set()
+        if self._response is not None:
+            self._reselected = True
+            self._response.close()  # `run` attaches again at once, with the new match, or waits to be wanted
 
     def tap_request(self) -> dict[str, Any]:
         limit = self.settings.max_body_bytes
+        match: dict[str, Any] = {"any_match": True}
+        if self.selection is not None:
+            header = {"name": REQUEST_ID_HEADER, "string_match": {"safe_regex": {"regex": self.selection}}}
+            match = {"http_request_headers_match": {"headers": [header]}}
         return {
             "config_id": self._config_id,
             "tap_config": {
-                "match": {"any_match": True},
+                "match": match,
                 "output_config": {
                     "sinks": [{"format": "JSON_BODY_AS_STRING", "streaming_admin": {}}],
                     "max_buffered_rx_bytes": limit,
@@ -180,19 +222,37 @@ class ShadowCapture:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while True:
+                await self._wanted.wait()
                 try:
                     await self._attach(session)
                 except (aiohttp.ClientError, OSError, TraceStreamError) as exc:
-                    log.warning("shadow capture: %s; re-attaching in %.1fs", exc, self.settings.retry_s)
+                    if not self._reselected:
+                        log.warning("shadow capture: %s; re-attaching in %.1fs", exc, self.settings.retry_s)
                 finally:
                     self.attached = False
+                    self._response = None
+                if self._reselected:
+                    self._reselected = False
+                    if self._wanted.is_set():
+                        log.info("shadow capture: attaching for the mirrored share (x-request-id %s)", self.selection)
+                    else:
+                        log.info("shadow capture: detached (nothing mirrored)")
+                    continue
                 await asyncio.sleep(self.settings.retry_s)
 
     async def _attach(self, session: aiohttp.ClientSession) -> None:
+        sent = self.selection
         async with session.post(self._url, json=self.tap_request()) as response:
             if response.status != 200:
                 detail = (await response.text())[:200].strip()
                 raise aiohttp.ClientError(f"Envoy admin /tap answered {response.status}: {detail}")
+            if (
+                self.selection != sent or not self._wanted.is_set()
+            ):  # the share changed while this attach was on its way
+                self._reselected = True
+                return
+            self._response = response
+            self.attached_with = sent
             self.attached = True
             stream = JsonStream(max_buffer_bytes=4 * self.settings.max_body_bytes + 65_536)
             async for chunk in response.content.iter_any():

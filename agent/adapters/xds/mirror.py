@@ -1,8 +1,9 @@
 """Shadow traffic: the live route mirrors a share of requests to the candidate, whose answers never reach a user.
 
 Envoy's request mirror policy (RouteAction.request_mirror_policies) sends a copy of the request, with the same
-x-request-id, and discards the answer; the user's request does not wait for it. Which requests are copied is drawn
-from the x-request-id, per million.
+x-request-id, and discards the answer; the user's request does not wait for it. Which requests are copied is decided
+by the x-request-id's leading hex digits (agent/domain/shadow.py mirror_selection, in steps of 1/4096): a route
+that matches them mirrors, the catch-all after it does not, and the shadow tap selects the same requests.
 
 With shadow settings, the copy goes to a listener of its own (`{model}-shadow`, on 127.0.0.1) whose route forwards
 it to the candidate's cluster: a tap filter there sees the candidate's answer, as the live listener's tap sees the

@@ -30,11 +30,11 @@ from envoy.extensions.filters.http.lua.v3 import lua_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.http.tap.v3 import tap_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
-from envoy.type.matcher.v3 import string_pb2
-from envoy.type.v3 import percent_pb2
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
 from agent.domain.lease import LEASE_HEADER
+from agent.domain.shadow import REQUEST_ID_HEADER, mirror_selection
 from agent.domain.shadow import SHADOW_HEADER as SHADOW_HEADER
 
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
@@ -327,43 +327,44 @@ def build_route(
         if upstream is not None and upstream.oip_path is not None:
             cluster.typed_per_filter_config[LUA_FILTER].CopyFrom(_oip_version_rewrite(upstream.oip_path))
         clusters.append(cluster)
+
+    def split(mirrored: MirrorShare | None, **match: object) -> route_components_pb2.Route:
+        return route_components_pb2.Route(
+            match=route_components_pb2.RouteMatch(prefix="/", **match),
+            route=route_components_pb2.RouteAction(
+                weighted_clusters=route_components_pb2.WeightedCluster(clusters=clusters),
+                timeout=_duration(topology.route_timeout_s),
+                # Shadow: Envoy copies the request and discards the answer (mirror.py).
+                request_mirror_policies=(
+                    [route_components_pb2.RouteAction.RequestMirrorPolicy(cluster=mirrored.cluster)] if mirrored else []
+                ),
+            ),
+        )
+
+    routes = [split(None)]
+    if mirror is not None and mirror.fraction > 0:
+        # The requests to mirror are chosen by their x-request-id (domain/shadow.py), the same way the shadow tap
+        # chooses which answers to capture: a route of their own that mirrors every request it matches, before the
+        # catch-all that mirrors none.
+        selection = mirror_selection(mirror.fraction)
+        if selection is None:
+            routes = [split(mirror)]
+        else:
+            selected = route_components_pb2.HeaderMatcher(
+                name=REQUEST_ID_HEADER,
+                string_match=string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=selection)),
+            )
+            routes = [split(mirror, headers=[selected]), split(None)]
     return route_pb2.RouteConfiguration(
         name=topology.route_name,
         virtual_hosts=[
             route_components_pb2.VirtualHost(
                 name=topology.model,
                 domains=["*"],
-                routes=[
-                    *build_lease_routes(topology, leases),
-                    route_components_pb2.Route(
-                        match=route_components_pb2.RouteMatch(prefix="/"),
-                        route=route_components_pb2.RouteAction(
-                            weighted_clusters=route_components_pb2.WeightedCluster(clusters=clusters),
-                            timeout=_duration(topology.route_timeout_s),
-                            # Shadow: Envoy copies a share of live requests and discards the answers (mirror.py).
-                            request_mirror_policies=_mirror_policies(mirror),
-                        ),
-                    ),
-                ],
+                routes=[*build_lease_routes(topology, leases), *routes],
             )
         ],
     )
-
-
-def _mirror_policies(mirror: MirrorShare | None) -> list[route_components_pb2.RouteAction.RequestMirrorPolicy]:
-    if mirror is None or mirror.fraction <= 0:
-        return []
-    return [
-        route_components_pb2.RouteAction.RequestMirrorPolicy(
-            cluster=mirror.cluster,
-            # Per million; Envoy draws per request from the x-request-id, so one request is mirrored or not.
-            runtime_fraction=base_pb2.RuntimeFractionalPercent(
-                default_value=percent_pb2.FractionalPercent(
-                    numerator=round(mirror.fraction * 1_000_000), denominator=percent_pb2.FractionalPercent.MILLION
-                )
-            ),
-        )
-    ]
 
 
 def build_lease_routes(topology: ModelTopology, leases: Sequence[tuple[str, str]]) -> list[route_components_pb2.Route]:

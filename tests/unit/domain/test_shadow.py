@@ -145,3 +145,26 @@ def test_a_body_nested_deeper_than_the_parser_goes_is_not_an_answer_and_is_withh
     deep = "[" * 100_000
     assert parse_oip_answer(200, deep).predictions == ()
     assert redact_body(deep, frozenset({"ssn"})) == REDACTED
+
+
+def test_the_mirror_selection_picks_exactly_the_share_of_request_id_prefixes() -> None:
+    import re
+    import uuid
+
+    from agent.domain.shadow import mirror_selection, selection_steps
+
+    assert mirror_selection(1.0) is None  # everything: no pattern
+    for fraction in (1 / 4096, 0.05, 0.1, 0.25, 0.5, 0.73, 0.999):
+        pattern = re.compile(mirror_selection(fraction) or "")
+        steps = selection_steps(fraction)
+        # Envoy matches the whole header value; every 3-digit prefix, either case, is in or out as its value says.
+        for n in range(4096):
+            prefix = f"{n:03x}"
+            assert bool(pattern.fullmatch(prefix + "e4b-4d2c")) == (n < steps), (fraction, prefix)
+            assert bool(pattern.fullmatch(prefix.upper() + "E4B")) == (n < steps), (fraction, prefix)
+        ids = [str(uuid.UUID(int=(i * 2654435761) % 2**128 | 1 << 76)) for i in range(1, 4097)]
+        assert all(pattern.fullmatch(i) is not None for i in ids if int(i[:3], 16) < steps)
+    assert abs(selection_steps(0.1) / 4096 - 0.1) < 1 / 4096
+    assert re.fullmatch(mirror_selection(0.5) or "", "request-from-a-client") is None
+    with pytest.raises(ValueError):
+        mirror_selection(0.0)

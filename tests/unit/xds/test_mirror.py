@@ -22,6 +22,7 @@ from agent.adapters.xds.resources import (
     build_route,
 )
 from agent.adapters.xds.snapshot import InconsistentSnapshotError, assemble_snapshot, build_snapshot
+from agent.domain.shadow import mirror_selection
 from tests.unit.xds.helpers import TOPOLOGY
 
 SHADOWED = dataclasses.replace(TOPOLOGY, shadow=ShadowSettings(port=10001))
@@ -37,7 +38,10 @@ def routes(snapshot) -> dict[str, route_pb2.RouteConfiguration]:
 
 
 def live_action(snapshot):
-    return routes(snapshot)["credit-route"].virtual_hosts[0].routes[-1].route
+    """The action of the live route that mirrors, or of the catch-all when nothing is mirrored."""
+    candidates = routes(snapshot)["credit-route"].virtual_hosts[0].routes
+    mirroring = [r.route for r in candidates if r.route.request_mirror_policies]
+    return mirroring[0] if mirroring else candidates[-1].route
 
 
 def listener_filters(snapshot, name) -> list[str]:
@@ -48,19 +52,28 @@ def listener_filters(snapshot, name) -> list[str]:
     return [f.name for f in manager.http_filters]
 
 
-def test_mirror_share_is_a_request_mirror_policy_per_million_while_stable_answers():
+def test_mirror_share_is_a_route_of_selected_request_ids_that_mirrors_while_stable_answers():
     snap = build_snapshot(TOPOLOGY, (("v1", 100), ("v2", 0)), mirror=Mirror("v2", 0.25))
-    action = live_action(snap)
-    [policy] = action.request_mirror_policies
-    assert policy.cluster == "credit__v2"
-    assert policy.runtime_fraction.default_value.numerator == 250_000
-    assert policy.runtime_fraction.default_value.denominator == policy.runtime_fraction.default_value.MILLION
-    # Users are still answered by the split alone.
-    assert [(c.name, c.weight.value) for c in action.weighted_clusters.clusters] == [
-        ("credit__v1", 100),
-        ("credit__v2", 0),
-    ]
+    selected, rest = routes(snap)["credit-route"].virtual_hosts[0].routes[-2:]
+    [header] = selected.match.headers
+    assert header.name == "x-request-id" and header.string_match.safe_regex.regex == mirror_selection(0.25)
+    [policy] = selected.route.request_mirror_policies
+    assert policy.cluster == "credit__v2" and not policy.HasField("runtime_fraction")  # every request it matches
+    assert not rest.match.headers and not rest.route.request_mirror_policies  # the catch-all mirrors nothing
+    # Users are still answered by the split alone, whichever route their request takes.
+    for action in (selected.route, rest.route):
+        assert [(c.name, c.weight.value) for c in action.weighted_clusters.clusters] == [
+            ("credit__v1", 100),
+            ("credit__v2", 0),
+        ]
     assert snap.mirror == Mirror("v2", 0.25)
+    everything = build_snapshot(TOPOLOGY, (("v1", 100), ("v2", 0)), mirror=Mirror("v2", 1.0))
+    plain = routes(build_snapshot(TOPOLOGY, (("v1", 100), ("v2", 0))))["credit-route"].virtual_hosts[0].routes
+    whole = routes(everything)["credit-route"].virtual_hosts[0].routes
+    assert len(whole) == len(plain)  # one catch-all that mirrors every request
+    assert not whole[-1].match.headers and [p.cluster for p in whole[-1].route.request_mirror_policies] == [
+        "credit__v2"
+    ]
 
 
 def test_no_mirror_or_a_zero_share_leaves_the_route_as_before():

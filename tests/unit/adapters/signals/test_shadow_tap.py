@@ -1,5 +1,7 @@
 """Envoy's admin tap stream -> traces -> the shadow join, and the sampled, redacted pairs for the forensic bundle."""
 
+import asyncio
+import contextlib
 import json
 import os
 
@@ -15,7 +17,7 @@ from agent.adapters.signals.shadow_tap import (
     parse_trace,
     shadow_samples_provider,
 )
-from agent.domain.shadow import REDACTED, ShadowJoin, Side
+from agent.domain.shadow import REDACTED, ShadowJoin, Side, mirror_selection
 
 FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "200")), deadline=None)
 
@@ -127,3 +129,29 @@ def test_any_bytes_give_documents_or_a_named_stream_error(data):
         stream.feed(data)
     except TraceStreamError as exc:
         assert "exceeds 100 bytes" in str(exc)
+
+
+def test_the_tap_selects_the_requests_the_mirror_selects_and_a_new_share_reattaches():
+    cap = capture()
+    assert cap.tap_request()["tap_config"]["match"] == {"any_match": True}  # everything (or nothing) mirrored
+    cap.select(0.25)
+    [header] = cap.tap_request()["tap_config"]["match"]["http_request_headers_match"]["headers"]
+    assert header == {"name": "x-request-id", "string_match": {"safe_regex": {"regex": mirror_selection(0.25)}}}
+    cap.select(1.0)
+    assert cap.tap_request()["tap_config"]["match"] == {"any_match": True}
+
+
+async def test_the_capture_stays_detached_while_nothing_is_mirrored():
+    cap = ShadowCapture(admin_url="http://127.0.0.1:1", config_id="m-shadow", join=ShadowJoin(), mirrored=0.0)
+    task = asyncio.create_task(cap.run())
+    try:
+        await asyncio.sleep(0)  # let it start: it waits to be wanted, and never tries the (closed) admin port
+        assert not cap._wanted.is_set() and not cap.attached
+        cap.select(0.5)
+        assert cap._wanted.is_set() and cap.selection == mirror_selection(0.5)
+        cap.select(0.0)
+        assert not cap._wanted.is_set()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
