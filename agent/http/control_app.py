@@ -59,6 +59,26 @@ def error_response(status: int, code: str, message: str) -> web.Response:
     return proto_response(control_pb2.ErrorResponse(code=code, message=message), status)
 
 
+_HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed", 413: "invalid_argument"}
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own answers (no such route, a method the route lacks, a body too large) as the API's JSON errors,
+    so every answer of the control API is one ErrorResponse shape."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.status not in _HTTP_ERROR_CODES:
+            raise
+        what = {404: f"no such endpoint: {request.method} {request.path}", 405: f"{request.method} is not allowed on "
+                f"{request.path}", 413: "request body too large"}[exc.status]  # fmt: skip
+        response = error_response(exc.status, _HTTP_ERROR_CODES[exc.status], what)
+        if exc.status == 405 and "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+
+
 @web.middleware
 async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.method in ("GET", "HEAD") and request.path in request.app.get(PUBLIC_PATHS, frozenset()):
@@ -276,7 +296,7 @@ def make_control_app(
         if not credentials:
             raise ValueError("the control API needs a non-empty bearer token")
         credentials = Identities.single(credentials, identity)
-    app = web.Application(middlewares=[bearer_auth], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[json_errors, bearer_auth], client_max_size=MAX_BODY_BYTES)
     app[CONTROLLER] = controller
     app[STATUS] = status_view
     app[IDENTITIES] = credentials

@@ -33,7 +33,10 @@ REGISTRY_EXAMPLE = REPO / "rules" / "registry.example.yaml"
 SOURCE = "fuzz.yaml"
 # Bounds on the loading thread's CPU time (not wall time, which other processes on a shared machine stretch).
 TIME_BOUND_S = 5.0  # generous; a hang or a blow-up is far beyond it
-REFUSAL_BOUND_S = 1.0  # an alias bomb or a deep file is refused before anything is built (measured: < 0.2 s)
+# An alias bomb or a deep file is refused before anything is built (measured: < 0.2 s). The bound is a blow-up
+# detector, not a speed target: the thread's CPU time includes the garbage collections of a fuzz run that holds
+# gigabytes after 10,000 examples (one such run measured a 10,000-deep config at 1.04 s).
+REFUSAL_BOUND_S = 2.0
 
 VALID_CONFIG = b"""\
 model: {name: credit-scorer, tier: critical}

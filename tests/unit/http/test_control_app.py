@@ -241,3 +241,18 @@ async def test_a_lone_surrogate_in_the_reason_is_refused_and_records_nothing(rig
         assert "lone surrogate" in answer["message"] and "reason" in answer["message"]
     assert rig.sink.applied == []
     assert await rig.records() == before
+
+
+async def test_unknown_endpoints_and_methods_answer_the_apis_json_error(client):
+    c, _ = client
+    for method, path, status, code, says in (
+        ("GET", "/v1/nope", 404, "not_found", "no such endpoint: GET /v1/nope"),
+        ("POST", "/v1/leases/./renew", 404, "not_found", "no such endpoint"),  # the dot segment normalised away
+        ("DELETE", "/v1/traffic", 405, "method_not_allowed", "DELETE is not allowed on /v1/traffic"),
+    ):
+        resp = await c.request(method, path, headers=AUTH)
+        assert resp.status == status and resp.content_type == "application/json", (method, path)
+        body = await resp.json()
+        assert body["code"] == code and says in body["message"], body
+    unauthenticated = await c.get("/v1/nope")
+    assert unauthenticated.status == 401 and (await unauthenticated.json())["code"] == "unauthenticated"
