@@ -192,7 +192,6 @@ def load_every_way(data: bytes, bound_s: float = TIME_BOUND_S) -> dict[str, bool
     for name, (load, error_type, located) in LOADERS.items():
         # The cyclic garbage collector is off while a loader runs: a collection of everything the fuzz process holds
         # (gigabytes after 10,000 examples) is not the loader's time, and took one 10,000-deep input to 2.1 s.
-        gc.collect()
         gc.disable()
         started = time.thread_time()
         try:
